@@ -1,0 +1,158 @@
+"""The JSON API under /api/: thin views over the models; errors are JSON `{"error": ...}`.
+
+The token is the only key to a bin (as on the hosted tools), so there is no session and no CSRF
+check here: a cookie grants nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from . import bincache, live
+from .models import Bin, Capture
+from .validation import Invalid, merge_settings
+
+MAX_LIMIT = 500
+
+
+def error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def base_url(request: HttpRequest) -> str:
+    return settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+
+
+def api_view(methods: list[str]) -> Callable[..., Any]:
+    """JSON-only view: allowed methods, the bin looked up, validation errors as 400."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = error(
+                    405, f"{request.method} not allowed here; use {', '.join(methods)}"
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            if "token" in kwargs:
+                bin_ = Bin.objects.filter(token=kwargs.pop("token")).first()
+                if bin_ is None:
+                    return error(404, "No bin with this token.")
+                kwargs["bin_"] = bin_
+            try:
+                return view(request, *args, **kwargs)
+            except Invalid as exc:
+                return error(400, str(exc))
+
+        return wrapper
+
+    return decorate
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    if not request.body.strip():
+        return {}
+    try:
+        data = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"malformed JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise Invalid("the body must be a JSON object")
+    return data
+
+
+@api_view(["POST"])
+def bins(request: HttpRequest) -> HttpResponse:
+    response = merge_settings({}, json_body(request))
+    bin_ = Bin.objects.create(response=response)
+    return JsonResponse(bin_.settings_json(base_url(request)), status=201)
+
+
+@api_view(["GET", "PATCH", "DELETE"])
+def bin_detail(request: HttpRequest, bin_: Bin) -> HttpResponse:
+    if request.method == "PATCH":
+        bin_.response = merge_settings(bin_.response, json_body(request))
+        bin_.save(update_fields=["response"])
+        bincache.forget(bin_.token)
+    elif request.method == "DELETE":
+        bincache.forget(bin_.token)
+        bin_.delete()
+        return HttpResponse(status=204)
+    return JsonResponse(bin_.settings_json(base_url(request)))
+
+
+@api_view(["GET", "DELETE"])
+def captures(request: HttpRequest, bin_: Bin) -> HttpResponse:
+    if request.method == "DELETE":
+        count = bin_.captures.all().delete()[0]
+        live.announce_deleted(bin_.token, None)
+        return JsonResponse({"deleted": count})
+    rows = bin_.captures.order_by("-id")
+    params = request.GET
+    limit = int_param(params, "limit", 50)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Invalid(f"limit must be between 1 and {MAX_LIMIT}")
+    if "before" in params:
+        rows = rows.filter(id__lt=int_param(params, "before", 0))
+    if "after" in params:
+        rows = rows.filter(id__gt=int_param(params, "after", 0))
+    if params.get("method"):
+        rows = rows.filter(method=params["method"])
+    if "path" in params:
+        rows = rows.filter(path__startswith=params["path"])
+    unknown = set(params) - {"limit", "before", "after", "method", "path"}
+    if unknown:
+        raise Invalid(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    return JsonResponse({"captures": [c.as_json() for c in rows[:limit]]})
+
+
+def int_param(params: Any, name: str, default: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise Invalid(f"{name} must be an integer") from exc
+
+
+def get_capture(bin_: Bin, capture_id: int) -> Capture | None:
+    return bin_.captures.filter(id=capture_id).first()
+
+
+@api_view(["GET", "DELETE"])
+def capture_detail(request: HttpRequest, bin_: Bin, capture_id: int) -> HttpResponse:
+    capture = get_capture(bin_, capture_id)
+    if capture is None:
+        return error(404, "No capture with this id in this bin.")
+    if request.method == "DELETE":
+        capture.delete()
+        live.announce_deleted(bin_.token, [capture_id])
+        return HttpResponse(status=204)
+    return JsonResponse(capture.as_json())
+
+
+@api_view(["GET"])
+def capture_raw(request: HttpRequest, bin_: Bin, capture_id: int) -> HttpResponse:
+    capture = get_capture(bin_, capture_id)
+    if capture is None:
+        return error(404, "No capture with this id in this bin.")
+    return raw_body_response(capture)
+
+
+def raw_body_response(capture: Capture) -> HttpResponse:
+    """The captured bytes, exactly, as a download: never rendered as a page of this origin."""
+    response = HttpResponse(capture.body_bytes, content_type="application/octet-stream")
+    response["Content-Disposition"] = f'attachment; filename="capture-{capture.pk}.bin"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

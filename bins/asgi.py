@@ -1,0 +1,104 @@
+"""The lean ASGI capture handler, routed before Django.
+
+Capture URLs never enter Django: no middleware, no CSRF, no redirects, no thread per request.
+This module only moves bytes between ASGI and the plain functions of `bins.capture`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from django.conf import settings
+
+from . import bincache, capture, writer
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+
+
+class CaptureRouter:
+    """Send capture URLs to `capture_app`, everything else to `fallback` (Django)."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and capture.is_capture_path(raw_path(scope)):
+            await capture_app(scope, receive, send)
+        else:
+            await self.fallback(scope, receive, send)
+
+
+def raw_path(scope: Scope) -> bytes:
+    return scope.get("raw_path") or scope["path"].encode("utf-8")
+
+
+async def capture_app(scope: Scope, receive: Any, send: Any) -> None:
+    reply = await handle(scope, receive)
+    await send_reply(send, reply)
+
+
+async def handle(scope: Scope, receive: Any) -> capture.Reply:
+    target = capture.parse_target(raw_path(scope))
+    if target is None:
+        return capture.NOT_FOUND
+    info = await bincache.lookup(target.token)
+    if info is None:
+        return capture.NOT_FOUND
+    limit = settings.MAX_BODY_BYTES
+    try:
+        body = await read_body(receive, limit)
+    except ClientGone:
+        return capture.INCOMPLETE
+    if body is None:
+        return capture.too_large(limit)
+    client = scope.get("client")
+    record = capture.build_capture(
+        info.bin,
+        scope["method"],
+        target.sub_path,
+        scope.get("query_string", b""),
+        list(scope.get("headers", ())),
+        body,
+        client[0] if client else "",
+    )
+    try:
+        await writer.store(record)
+    except Exception:
+        logger.exception("capture for bin %s not stored", target.token)
+        return capture.STORE_FAILED
+    if info.reply.delay_ms:
+        await asyncio.sleep(info.reply.delay_ms / 1000)
+    return info.reply
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body was complete: nothing is stored."""
+
+
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it exceeds `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def send_reply(send: Any, reply: capture.Reply) -> None:
+    headers = [(n, v) for n, v in reply.headers if n.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})

@@ -1,0 +1,116 @@
+"""The capture path as plain functions: a request's plain values in, what to store and answer out.
+
+No HTTP, no Django request, no I/O here, so every rule (token form, body limit, what is stored,
+what is answered) is tested directly. `bins.asgi` serves these functions over ASGI and
+`bins.writer` stores what they build.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .models import DEFAULT_RESPONSE, Bin, Capture, wire_to_text
+
+# The first path segment looks like a token in some form: those paths belong to the capture
+# handler (which answers 404 for any non-canonical form); everything else goes to Django.
+_TOKENISH = re.compile(rb"^/([0-9A-Fa-f-]{32,36})(/.*)?\Z", re.DOTALL)
+_CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: Headers
+    body: bytes = b""
+    delay_ms: int = 0
+
+
+@dataclass(slots=True)
+class Target:
+    token: uuid.UUID
+    sub_path: str = field(default="")
+
+
+def parse_token(text: str) -> uuid.UUID | None:
+    """A token in its one accepted form (canonical lowercase UUID4), else None."""
+    return uuid.UUID(text) if _CANONICAL.match(text) else None
+
+
+def is_capture_path(raw_path: bytes) -> bool:
+    return _TOKENISH.match(raw_path) is not None
+
+
+def parse_target(raw_path: bytes) -> Target | None:
+    """The bin token and sub-path of a capture URL, or None when the token is not canonical.
+
+    `raw_path` is the path as sent (ASGI `raw_path`), so the stored sub-path keeps its
+    percent-encoding.
+    """
+    match = _TOKENISH.match(raw_path)
+    if match is None:
+        return None
+    token = parse_token(match.group(1).decode("ascii"))
+    if token is None:
+        return None
+    return Target(token, (match.group(2) or b"").decode("latin-1"))
+
+
+def error_reply(status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> Reply:
+    body = json.dumps({"error": message}).encode()
+    return Reply(status, [(b"content-type", b"application/json"), *headers], body)
+
+
+NOT_FOUND = error_reply(404, "No bin with this token. Create one at / or POST /api/bins.")
+INCOMPLETE = error_reply(400, "The request ended before its body was complete; not stored.")
+STORE_FAILED = error_reply(503, "The capture could not be stored; nothing was kept. Retry later.")
+
+
+def too_large(limit: int) -> Reply:
+    return error_reply(413, f"Body larger than this instance's limit of {limit} bytes; not stored.")
+
+
+def reply_for(config: dict[str, Any] | None) -> Reply:
+    """What a bin answers every capture with, from its `response` settings."""
+    config = {**DEFAULT_RESPONSE, **(config or {})}
+    headers = [(str(n).encode("latin-1"), str(v).encode("latin-1")) for n, v in config["headers"]]
+    return Reply(
+        int(config["status"]),
+        headers,
+        str(config["body"]).encode("utf-8"),
+        int(config.get("delay_ms") or 0),
+    )
+
+
+def build_capture(
+    bin: Bin,
+    method: str,
+    sub_path: str,
+    query_string: bytes,
+    headers: Headers,
+    body: bytes,
+    remote_addr: str,
+    received_at: datetime | None = None,
+) -> Capture:
+    """The unsaved Capture for a request, every field as it arrived."""
+    pairs = [[wire_to_text(name), wire_to_text(value)] for name, value in headers]
+    content_type = next((v for n, v in pairs if n == "content-type"), "")
+    return Capture(
+        bin=bin,
+        method=method,
+        path=sub_path,
+        query_string=query_string.decode("latin-1"),
+        headers_json=json.dumps(pairs),
+        body=body,
+        body_size=len(body),
+        content_type=content_type,
+        remote_addr=remote_addr,
+        received_at=received_at or datetime.now(UTC),
+    )

@@ -1,0 +1,124 @@
+"""Live streams of a bin: HTML fragments for the page (htmx ws) and JSON frames for scripts.
+
+Both subscribe to the bin's group before reading the database, so nothing committed in
+between is missed; what the catch-up already sent is not sent twice. A client that reconnects
+catches up from the database: the page gets its whole list again, a JSON client everything
+after the `?after=<id>` it gives.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.template.loader import render_to_string
+
+from .capture import parse_token
+from .live import group_name
+from .models import Bin, Capture
+
+
+class BinStreamConsumer(AsyncWebsocketConsumer):
+    bin: Bin | None = None
+    group: str | None = None
+
+    async def connect(self) -> None:
+        token = parse_token(self.scope["url_route"]["kwargs"]["token"])
+        self.bin = await database_sync_to_async(Bin.objects.filter(token=token).first)()
+        if self.bin is None:
+            await self.close()  # before accept: the handshake is refused (403)
+            return
+        self.group = group_name(self.bin.token)
+        self.sent: set[int] = set()
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.catch_up()
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def captures_new(self, event: dict[str, Any]) -> None:
+        fresh = [c for c in event["captures"] if c["id"] not in self.sent]
+        if fresh:
+            await self.send_captures(fresh)
+
+    async def captures_deleted(self, event: dict[str, Any]) -> None:
+        await self.send_deleted(event["ids"])
+
+    def query_param(self, name: str) -> str | None:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else None
+
+    async def catch_up(self) -> None:
+        raise NotImplementedError
+
+    async def send_captures(self, captures: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    async def send_deleted(self, ids: list[int] | None) -> None:
+        raise NotImplementedError
+
+
+class JsonStreamConsumer(BinStreamConsumer):
+    """One text frame per capture: {"type": "capture", "capture": {...API shape...}}."""
+
+    async def catch_up(self) -> None:
+        after = self.query_param("after")
+        if after is None:
+            return
+        try:
+            after_id = int(after)
+        except ValueError:
+            await self.send(json.dumps({"type": "error", "error": "after must be a capture id"}))
+            await self.close(code=4400)
+            return
+        captures = await database_sync_to_async(self._captures_after)(after_id)
+        self.sent.update(c["id"] for c in captures)
+        await self.send_captures(captures)
+
+    def _captures_after(self, after_id: int) -> list[dict[str, Any]]:
+        rows = Capture.objects.filter(bin=self.bin, id__gt=after_id).order_by("id")
+        return [c.as_json() for c in rows]
+
+    async def send_captures(self, captures: list[dict[str, Any]]) -> None:
+        for item in captures:
+            await self.send(json.dumps({"type": "capture", "capture": item}))
+
+    async def send_deleted(self, ids: list[int] | None) -> None:
+        await self.send(json.dumps({"type": "deleted", "ids": ids}))
+
+
+class PageStreamConsumer(BinStreamConsumer):
+    """HTML fragments that htmx's ws extension swaps into the inspector page (out of band)."""
+
+    async def catch_up(self) -> None:
+        html, ids = await database_sync_to_async(self._list_html)()
+        self.sent.update(ids)
+        await self.send(html)
+
+    def _list_html(self) -> tuple[str, list[int]]:
+        captures = list(
+            Capture.objects.filter(bin=self.bin)
+            .defer("body", "headers_json")
+            .order_by("-id")[: settings.CAPTURES_PER_BIN]
+        )
+        html = render_to_string(
+            "bins/_capture_list.html", {"captures": captures, "bin": self.bin, "oob": True}
+        )
+        return html, [c.id for c in captures]
+
+    async def send_captures(self, captures: list[dict[str, Any]]) -> None:
+        html = render_to_string(
+            "bins/_capture_rows_oob.html",
+            {"captures": list(reversed(captures)), "bin": self.bin},
+        )
+        await self.send(html)
+
+    async def send_deleted(self, ids: list[int] | None) -> None:
+        # Simplest correct answer to deletions: send the list again.
+        await self.catch_up()

@@ -1,0 +1,90 @@
+"""Announce committed captures to live clients, batched per bin, off the response path.
+
+The writer hands over each committed batch; one publisher task per event loop sends one group
+message per bin with all of that bin's new captures, in commit order. A failed push (Redis down)
+is logged loudly and never touches the stored captures: clients catch up by id from the
+database when they reconnect (see `bins.consumers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from .models import Capture
+
+logger = logging.getLogger(__name__)
+
+
+def group_name(token: uuid.UUID | str) -> str:
+    return f"bin.{token}"
+
+
+class Publisher:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[uuid.UUID, list[dict[str, Any]]]] = asyncio.Queue()
+        self.task = loop.create_task(self._run(), name="live-publisher")
+
+    async def _run(self) -> None:
+        layer = get_channel_layer()
+        while True:
+            pending: dict[uuid.UUID, list[dict[str, Any]]] = {}
+            token, captures = await self.queue.get()
+            pending.setdefault(token, []).extend(captures)
+            while not self.queue.empty():
+                token, captures = self.queue.get_nowait()
+                pending.setdefault(token, []).extend(captures)
+            for token, captures in pending.items():
+                await send_captures(layer, token, captures)
+
+
+async def send_captures(layer: Any, token: uuid.UUID, captures: list[dict[str, Any]]) -> bool:
+    try:
+        await layer.group_send(group_name(token), {"type": "captures.new", "captures": captures})
+        return True
+    except Exception:
+        logger.exception(
+            "live push failed for bin %s (captures %s..%s are stored; clients catch up on "
+            "reconnect)",
+            token,
+            captures[0]["id"],
+            captures[-1]["id"],
+        )
+        return False
+
+
+_publishers: dict[int, Publisher] = {}
+
+
+def get_publisher() -> Publisher:
+    loop = asyncio.get_running_loop()
+    publisher = _publishers.get(id(loop))
+    if publisher is None or publisher.loop is not loop or publisher.task.done():
+        publisher = _publishers[id(loop)] = Publisher(loop)
+    return publisher
+
+
+def publish_captures(captures: list[Capture]) -> None:
+    """Queue committed captures for their bins' live streams (called from the event loop)."""
+    publisher = get_publisher()
+    by_bin: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for capture in captures:
+        by_bin.setdefault(capture.bin.token, []).append(capture.as_json())
+    for token, items in by_bin.items():
+        publisher.queue.put_nowait((token, items))
+
+
+def announce_deleted(token: uuid.UUID, ids: list[int] | None) -> None:
+    """Tell live clients that captures were deleted (None: all of them). Called from views."""
+    from asgiref.sync import async_to_sync
+
+    message = {"type": "captures.deleted", "ids": ids}
+    try:
+        async_to_sync(get_channel_layer().group_send)(group_name(token), message)
+    except Exception:
+        logger.exception("live push of a deletion in bin %s failed", token)

@@ -1,0 +1,146 @@
+"""Bins and the requests captured in them.
+
+A capture is stored exactly as it arrived. Header values are bytes on the wire; they are kept
+as text decoded with UTF-8 and `surrogateescape`, so any byte sequence round-trips exactly
+(`encode("utf-8", "surrogateescape")` gives back the bytes), and serialised with JSON escapes so
+that every database accepts them (PostgreSQL refuses NUL in text and lone surrogates in jsonb).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+DEFAULT_RESPONSE: dict[str, Any] = {
+    "status": 200,
+    "headers": [["content-type", "application/json"]],
+    "body": '{"ok": true}',
+    "delay_ms": 0,
+}
+
+
+def wire_to_text(raw: bytes) -> str:
+    """Bytes from the wire as text that encodes back to the same bytes."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def text_to_wire(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def display_text(text: str) -> str:
+    """Readable form of wire text: bytes that are not UTF-8 show as `\\xNN`."""
+    return text_to_wire(text).decode("utf-8", "backslashreplace")
+
+
+class Bin(models.Model):
+    token = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    response = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return str(self.token)
+
+    @property
+    def response_config(self) -> dict[str, Any]:
+        return {**DEFAULT_RESPONSE, **(self.response or {})}
+
+    def capture_url(self, base: str) -> str:
+        return f"{base}/{self.token}"
+
+    def inspect_path(self) -> str:
+        return reverse("bins:inspect", args=[self.token])
+
+    def settings_json(self, base: str) -> dict[str, Any]:
+        return {
+            "token": str(self.token),
+            "capture_url": self.capture_url(base),
+            "inspect_url": base + self.inspect_path(),
+            "created_at": self.created_at.isoformat(),
+            "response": self.response_config,
+            "forward_url": None,
+            "signature": None,
+        }
+
+    def prune(self, keep: int | None = None) -> int:
+        """Delete all but the newest `keep` captures; returns how many went."""
+        return Capture.prune_bins([self.pk], keep)
+
+
+class Capture(models.Model):
+    bin = models.ForeignKey(Bin, on_delete=models.CASCADE, related_name="captures")
+    method = models.TextField()
+    # The sub-path after the token, as sent (percent-encoding kept), starting with "/" or empty.
+    path = models.TextField(blank=True)
+    query_string = models.TextField(blank=True)
+    # JSON list of [name, value] pairs in received order (see the module docstring).
+    headers_json = models.TextField(default="[]")
+    body = models.BinaryField(default=b"")
+    body_size = models.PositiveBigIntegerField(default=0)
+    content_type = models.TextField(blank=True)
+    remote_addr = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["bin", "-id"], name="capture_bin_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path or '/'}"
+
+    @property
+    def headers(self) -> list[list[str]]:
+        return json.loads(self.headers_json)
+
+    @property
+    def display_headers(self) -> list[list[str]]:
+        return [[display_text(n), display_text(v)] for n, v in self.headers]
+
+    @property
+    def body_bytes(self) -> bytes:
+        # PostgreSQL hands BinaryField back as memoryview.
+        return bytes(self.body)
+
+    @property
+    def body_text(self) -> str | None:
+        try:
+            return self.body_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def as_json(self) -> dict[str, Any]:
+        """The capture's JSON shape: the one place it is built (API, JSON stream, page)."""
+        return {
+            "id": self.pk,
+            "method": self.method,
+            "path": self.path,
+            "query_string": self.query_string,
+            "headers": self.display_headers,
+            "body_size": self.body_size,
+            "body_base64": base64.b64encode(self.body_bytes).decode("ascii"),
+            "body_text": self.body_text,
+            "content_type": self.content_type,
+            "remote_addr": self.remote_addr,
+            "received_at": self.received_at.isoformat().replace("+00:00", "Z"),
+            "signature": None,
+            "event_id": None,
+            "duplicate_of": None,
+        }
+
+    @classmethod
+    def prune_bins(cls, bin_ids: list[int], keep: int | None = None) -> int:
+        """Keep the newest `keep` captures of each bin (healthchecks-style pruning by count)."""
+        keep = settings.CAPTURES_PER_BIN if keep is None else keep
+        deleted = 0
+        for bin_id in bin_ids:
+            newest = cls.objects.filter(bin_id=bin_id).order_by("-id").values_list("id", flat=True)
+            cutoff = list(newest[keep : keep + 1])
+            if cutoff:
+                deleted += cls.objects.filter(bin_id=bin_id, id__lte=cutoff[0]).delete()[0]
+        return deleted

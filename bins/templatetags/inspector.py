@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from django import template
+
+register = template.Library()
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value
+
+
+@register.filter
+def clock(value: datetime | str) -> str:
+    """Time of day with milliseconds (UTC): what tells deliveries apart in a list."""
+    return _as_datetime(value).strftime("%H:%M:%S.%f")[:-3]
+
+
+@register.filter
+def iso(value: datetime | str) -> str:
+    return _as_datetime(value).isoformat().replace("+00:00", "Z")
+
+
+@register.filter
+def size(value: int) -> str:
+    value = int(value)
+    if value < 1024:
+        return f"{value} B"
+    if value < 1024 * 1024:
+        return f"{value / 1024:.1f} KiB"
+    return f"{value / 1024 / 1024:.1f} MiB"

@@ -1,0 +1,29 @@
+from django.urls import path, register_converter
+
+from . import api, views
+from .converters import TokenConverter
+
+register_converter(TokenConverter, "token")
+
+app_name = "bins"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("bins/", views.new_bin, name="new"),
+    path("bins/<token:token>/", views.inspect, name="inspect"),
+    path("bins/<token:token>/captures/<int:capture_id>/", views.inspect, name="capture"),
+    path("api/bins", api.bins, name="api-bins"),
+    path("api/bins/<token:token>", api.bin_detail, name="api-bin"),
+    path("api/bins/<token:token>/captures", api.captures, name="api-captures"),
+    path(
+        "api/bins/<token:token>/captures/<int:capture_id>",
+        api.capture_detail,
+        name="api-capture",
+    ),
+    path(
+        "api/bins/<token:token>/captures/<int:capture_id>/raw",
+        api.capture_raw,
+        name="api-capture-raw",
+    ),
+]

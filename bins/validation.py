@@ -1,0 +1,76 @@
+"""Validation of a bin's settings as the API takes them (POST /api/bins, PATCH)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import DEFAULT_RESPONSE
+
+RESPONSE_FIELDS = {"status", "headers", "body", "delay_ms"}
+MAX_DELAY_MS = 30_000
+# Framing headers are the server's to set: a wrong Content-Length would break the reply.
+SERVER_HEADERS = {"content-length", "transfer-encoding", "connection"}
+
+
+class Invalid(ValueError):
+    """A bad request to the API; the message names the problem."""
+
+
+def merge_settings(current: dict[str, Any] | None, data: dict[str, Any]) -> dict[str, Any]:
+    """The bin's new `response` after applying `data`; raises Invalid and changes nothing."""
+    unknown = set(data) - {"response", "forward_url", "signature"}
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
+    for name in ("forward_url", "signature"):
+        if data.get(name) is not None:
+            raise Invalid(f"{name} is not available on this instance yet; only null is accepted")
+    merged = {**DEFAULT_RESPONSE, **(current or {})}
+    if "response" not in data:
+        return merged
+    response = data["response"]
+    if not isinstance(response, dict):
+        raise Invalid("response must be an object")
+    unknown = set(response) - RESPONSE_FIELDS
+    if unknown:
+        raise Invalid(f"unknown response field(s): {', '.join(sorted(unknown))}")
+    if "status" in response:
+        status = response["status"]
+        if type(status) is not int or not 100 <= status <= 599:
+            raise Invalid("response.status must be an integer from 100 to 599")
+    if "headers" in response:
+        response_headers(response["headers"])
+    if "body" in response and not isinstance(response["body"], str):
+        raise Invalid("response.body must be a string")
+    if "delay_ms" in response:
+        delay = response["delay_ms"]
+        if type(delay) is not int or not 0 <= delay <= MAX_DELAY_MS:
+            raise Invalid(f"response.delay_ms must be an integer from 0 to {MAX_DELAY_MS}")
+    return {**merged, **response}
+
+
+def response_headers(headers: Any) -> None:
+    if not isinstance(headers, list):
+        raise Invalid("response.headers must be a list of [name, value] pairs")
+    for pair in headers:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(part, str) for part in pair)
+        ):
+            raise Invalid("response.headers must be a list of [name, value] string pairs")
+        name, value = pair
+        if (
+            not name
+            or not name.isascii()
+            or any(c in name for c in " :\r\n\t")
+            or not name.isprintable()
+        ):
+            raise Invalid(f"response header name {name!r} is not a valid header name")
+        if any(c in value for c in "\r\n\0"):
+            raise Invalid(f"response header {name!r} has a line break or NUL in its value")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise Invalid(f"response header {name!r} must be Latin-1 text") from exc
+        if name.lower() in SERVER_HEADERS:
+            raise Invalid(f"response header {name!r} is set by the server")

@@ -1,0 +1,101 @@
+"""The browser pages: thin views, logic lives on the models and in `bins.display`."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from . import display
+from .api import base_url
+from .capture import parse_token
+from .models import Bin, Capture
+
+LAST_BIN_COOKIE = "last_bin"
+COOKIE_AGE = 365 * 24 * 3600
+
+
+def _remember(response: HttpResponse, bin_: Bin) -> HttpResponse:
+    response.set_cookie(
+        LAST_BIN_COOKIE, str(bin_.token), max_age=COOKIE_AGE, httponly=True, samesite="Lax"
+    )
+    return response
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """Back to the bin this browser used last, or a new one."""
+    token = parse_token(request.COOKIES.get(LAST_BIN_COOKIE, ""))
+    bin_ = Bin.objects.filter(token=token).first() if token else None
+    if bin_ is None:
+        bin_ = Bin.objects.create()
+    return _remember(redirect(bin_.inspect_path()), bin_)
+
+
+@require_POST
+def new_bin(request: HttpRequest) -> HttpResponse:
+    bin_ = Bin.objects.create()
+    return _remember(redirect(bin_.inspect_path()), bin_)
+
+
+@require_GET
+def inspect(request: HttpRequest, token: str, capture_id: int | None = None) -> HttpResponse:
+    bin_ = Bin.objects.filter(token=token).first()
+    if bin_ is None:
+        raise Http404("No bin with this token.")
+    selected = None
+    if capture_id is not None:
+        selected = bin_.captures.filter(id=capture_id).first()
+        if selected is None:
+            raise Http404("No capture with this id in this bin.")
+    detail = detail_context(selected)
+    if request.htmx and request.htmx.target == "detail":
+        return render(request, "bins/_detail.html", detail)
+    captures = bin_.captures.defer("body", "headers_json").order_by("-id")[
+        : settings.CAPTURES_PER_BIN
+    ]
+    context = {
+        "bin": bin_,
+        "capture_url": bin_.capture_url(base_url(request)),
+        "captures": captures,
+        "captures_per_bin": settings.CAPTURES_PER_BIN,
+        **detail,
+    }
+    return _remember(render(request, "bins/inspect.html", context), bin_)
+
+
+def detail_context(capture: Capture | None) -> dict[str, object]:
+    if capture is None:
+        return {"capture": None}
+    return {
+        "capture": capture,
+        "decoded_path": display.decoded_path(capture),
+        "query": display.query_params(capture),
+        "headers": capture.display_headers,
+        "body": display.body_view(capture),
+    }
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the database and the channel layer answer, 503 naming what failed."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    failed: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        failed["database"] = str(exc) or exc.__class__.__name__
+    try:
+        layer = get_channel_layer()
+        async_to_sync(layer.group_send)("healthz", {"type": "healthz.ping"})
+    except Exception as exc:
+        failed["channel_layer"] = str(exc) or exc.__class__.__name__
+    status = 503 if failed else 200
+    return JsonResponse(
+        {"ok": not failed, "database": connection.vendor, "errors": failed}, status=status
+    )

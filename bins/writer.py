@@ -1,0 +1,141 @@
+"""Store captures in groups, then announce them.
+
+A Django view inserting one row per request stores a few hundred captures per second (a fresh
+thread and database connection per request; see the README's performance section). Here every
+capture of a server process goes through one queue to one writer thread that keeps its
+connection and commits whatever has queued up in one transaction. A request is answered only
+after the transaction holding its capture has committed; then the batch is handed to the live
+publisher, off the response path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import DatabaseError, close_old_connections, connection, transaction
+
+from . import bincache, live
+from .models import Capture
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+# One thread for the whole process, whatever event loop asks: it owns the writer's database
+# connection, so commits are serialised and the connection is reused.
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-writer")
+
+
+class CaptureWriter:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[Capture, asyncio.Future[Capture]]] = asyncio.Queue()
+        self.task = loop.create_task(self._run(), name="capture-writer")
+
+    async def store(self, capture: Capture) -> Capture:
+        """Queue a capture and wait until it is committed; raises if it could not be stored."""
+        future: asyncio.Future[Capture] = self.loop.create_future()
+        self.queue.put_nowait((capture, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < MAX_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            captures = [capture for capture, _ in batch]
+            try:
+                results = await self.loop.run_in_executor(_executor, commit_batch, captures)
+            except Exception as exc:  # the thread itself failed: refuse the whole batch
+                logger.exception("capture writer failed")
+                results = [exc] * len(batch)
+            stored: list[Capture] = []
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # the client went away
+                    pass
+                elif isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+                if not isinstance(result, BaseException):
+                    stored.append(result)
+            if stored:
+                live.publish_captures(stored)
+
+
+def commit_batch(captures: list[Capture]) -> list[Capture | Exception]:
+    """Insert captures in one transaction (runs in the writer thread), then prune their bins.
+
+    If the group fails (say a bin was deleted a moment ago by another process), each capture is
+    retried on its own, so one bad capture never costs the others theirs.
+    """
+    results: list[Capture | Exception]
+    try:
+        with transaction.atomic():
+            Capture.objects.bulk_create(captures)
+        results = list(captures)
+    except DatabaseError:
+        _reset_connection()
+        results = [_insert_one(capture) for capture in captures]
+    bin_ids = {c.bin_id for c in results if isinstance(c, Capture)}
+    try:
+        Capture.prune_bins(sorted(bin_ids))
+    except DatabaseError:
+        # Pruning is housekeeping: the captures are committed, so do not fail them.
+        logger.exception("pruning bins %s failed", sorted(bin_ids))
+        _reset_connection()
+    return results
+
+
+def _insert_one(capture: Capture) -> Capture | Exception:
+    capture.pk = None
+    try:
+        with transaction.atomic():
+            capture.save(force_insert=True)
+        return capture
+    except DatabaseError as exc:
+        logger.warning("capture for bin %s refused by the database: %s", capture.bin_id, exc)
+        bincache.forget_id(capture.bin_id)
+        _reset_connection()
+        return exc
+
+
+def _reset_connection() -> None:
+    # A broken connection (database restarted) is replaced on the next batch.
+    try:
+        connection.close()
+    except DatabaseError:
+        pass
+
+
+_writers: dict[int, CaptureWriter] = {}
+_lock = threading.Lock()
+
+
+def get_writer() -> CaptureWriter:
+    """The writer of the running event loop (Daphne has one; tests may make several)."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(id(loop))
+    if writer is None or writer.loop is not loop or writer.task.done():
+        with _lock:
+            writer = CaptureWriter(loop)
+            _writers[id(loop)] = writer
+    return writer
+
+
+async def store(capture: Capture) -> Capture:
+    return await get_writer().store(capture)
+
+
+def run_in_writer_thread(func, *args):  # type: ignore[no-untyped-def]
+    """Run a database function in the writer thread (its connection), for lookups and tests."""
+    return asyncio.get_running_loop().run_in_executor(_executor, func, *args)
+
+
+def close_connection() -> None:
+    """Close the writer thread's connection (test teardown, so the test database can go)."""
+    _executor.submit(close_old_connections).result()
+    _executor.submit(connection.close).result()

@@ -1,0 +1,25 @@
+"""ASGI entry point: captures first (lean handler), then Django; websockets to Channels."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inspector.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from bins.asgi import CaptureRouter  # noqa: E402
+from bins.origin import SameOriginValidator  # noqa: E402
+from bins.routing import websocket_urlpatterns  # noqa: E402
+from bins.server import disable_form_parsing  # noqa: E402
+
+disable_form_parsing()
+
+application = ProtocolTypeRouter(
+    {
+        "http": CaptureRouter(django_app),
+        "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
+    }
+)

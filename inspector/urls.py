@@ -1,0 +1,6 @@
+from django.urls import include, path
+
+urlpatterns = [path("", include("bins.urls"))]
+
+handler404 = "inspector.errors.not_found"
+handler500 = "inspector.errors.server_error"
