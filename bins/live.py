@@ -9,6 +9,7 @@ database when they reconnect (see `bins.consumers`).
 from __future__ import annotations
 
 import asyncio
+import weakref
 import logging
 import uuid
 from typing import Any
@@ -58,14 +59,17 @@ async def send_captures(layer: Any, token: uuid.UUID, captures: list[dict[str, A
         return False
 
 
-_publishers: dict[int, Publisher] = {}
+# Keyed by the loop itself (weakly): ids of closed loops get reused.
+_publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def get_publisher() -> Publisher:
     loop = asyncio.get_running_loop()
-    publisher = _publishers.get(id(loop))
-    if publisher is None or publisher.loop is not loop or publisher.task.done():
-        publisher = _publishers[id(loop)] = Publisher(loop)
+    publisher = _publishers.get(loop)
+    if publisher is None or publisher.task.done():
+        publisher = _publishers[loop] = Publisher(loop)
     return publisher
 
 
@@ -88,3 +92,11 @@ def announce_deleted(token: uuid.UUID, ids: list[int] | None) -> None:
         async_to_sync(get_channel_layer().group_send)(group_name(token), message)
     except Exception:
         logger.exception("live push of a deletion in bin %s failed", token)
+
+
+async def stop() -> None:
+    """Stop this event loop's publisher (tests: each test has its own loop)."""
+    current = _publishers.pop(asyncio.get_running_loop(), None)
+    if current is not None:
+        current.task.cancel()
+        await asyncio.wait([current.task], timeout=2)

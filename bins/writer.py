@@ -11,11 +11,12 @@ publisher, off the response path.
 from __future__ import annotations
 
 import asyncio
+import weakref
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from . import bincache, live
 from .models import Capture
@@ -111,18 +112,21 @@ def _reset_connection() -> None:
         pass
 
 
-_writers: dict[int, CaptureWriter] = {}
+# Keyed by the loop itself (weakly): ids of closed loops get reused.
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CaptureWriter] = (
+    weakref.WeakKeyDictionary()
+)
 _lock = threading.Lock()
 
 
 def get_writer() -> CaptureWriter:
     """The writer of the running event loop (Daphne has one; tests may make several)."""
     loop = asyncio.get_running_loop()
-    writer = _writers.get(id(loop))
-    if writer is None or writer.loop is not loop or writer.task.done():
+    writer = _writers.get(loop)
+    if writer is None or writer.task.done():
         with _lock:
             writer = CaptureWriter(loop)
-            _writers[id(loop)] = writer
+            _writers[loop] = writer
     return writer
 
 
@@ -137,5 +141,12 @@ def run_in_writer_thread(func, *args):  # type: ignore[no-untyped-def]
 
 def close_connection() -> None:
     """Close the writer thread's connection (test teardown, so the test database can go)."""
-    _executor.submit(close_old_connections).result()
-    _executor.submit(connection.close).result()
+    _executor.submit(_reset_connection).result()
+
+
+async def stop() -> None:
+    """Stop this event loop's writer (tests: each test has its own loop)."""
+    current = _writers.pop(asyncio.get_running_loop(), None)
+    if current is not None:
+        current.task.cancel()
+        await asyncio.wait([current.task], timeout=2)

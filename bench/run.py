@@ -1,0 +1,1068 @@
+"""Benchmark the capture path on both backends; `make bench` runs this.
+
+    .venv/bin/python bench/run.py [--quick] [--only sqlite|postgres] [--duration SECONDS]
+
+For each mode, the embedded default (SQLite + in-memory channel layer, a fresh temporary
+DATA_DIR) and PostgreSQL + Redis (a fresh database created for the run and dropped after; Redis
+db 14), it measures:
+
+1. Throughput: the real server started as `make run` starts it (daphne, same flags) pinned to
+   CPU 0, wrk pinned to CPU 1 sending 1 KiB JSON POSTs to one bin over 32 connections, while a
+   JSON-stream listener (a separate process on CPU 1) counts frames. The bare ASGI app of
+   bench/bare_app.py under the same daphne flags is the yardstick: stored/s ÷ bare req/s.
+2. Latency: open-loop POST -> websocket frame latency at fixed rates (bench/latency.py).
+3. Memory: the server's RSS after a warm-up and after 100k more captures, pruning on.
+4. Database bytes per capture.
+
+A summary table is printed at the end and written as JSON to bench/results/<timestamp>.json.
+Only 127.0.0.1 is used. Every server, listener and database made here is stopped or dropped at
+the end, on error too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+BIN = ROOT / ".venv" / "bin"
+PYTHON = str(BIN / "python")
+DAPHNE = str(BIN / "daphne")
+HOST = "127.0.0.1"
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+APP = "inspector.asgi:application"
+BARE_APP = "bench.bare_app:application"
+NO_PRUNING = "10000000"
+
+RATIO_TARGET = {"sqlite": 0.7, "postgres": 0.6}
+LATENCY_P99_TARGET_MS = {200.0: 10.0, 800.0: 25.0}
+MEMORY_GROWTH_TARGET_MB = 20.0
+
+# Variables that would change what is measured; the servers get none of them from the caller.
+SCRUBBED_ENV = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "DATA_DIR",
+    "CAPTURES_PER_BIN",
+    "BIN_RATE_LIMIT",
+    "MAX_BODY_BYTES",
+    "DEBUG",
+    "PUBLIC_URL",
+    "SECRET_KEY",
+    "CONN_MAX_AGE",
+    "LOG_LEVEL",
+    "ALLOWED_HOSTS",
+    "DJANGO_SETTINGS_MODULE",
+    "BENCH_MAX_REQUESTS",
+    "BENCH_BARE_NO_FORM_PARSING",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+@dataclass
+class Config:
+    quick: bool
+    modes: list[str]
+    duration: float
+    warmup: float
+    connections: int
+    rates: list[float]
+    latency_seconds: float
+    memory_warmup: int
+    memory_captures: int
+    pg_url: str
+    redis_url: str
+    pin: bool
+    form_parsing_yardstick: bool
+    profile: bool
+
+
+def parse_args() -> Config:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter phases (under 2 minutes)")
+    parser.add_argument("--only", choices=["sqlite", "postgres"], help="run one mode only")
+    parser.add_argument("--duration", type=float, help="seconds of each measured wrk run")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--rates", help="latency rates per second, comma separated")
+    parser.add_argument("--latency-seconds", type=float, help="seconds at each latency rate")
+    parser.add_argument("--memory-captures", type=int, help="captures between the RSS readings")
+    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to CPUs 0 and 1")
+    parser.add_argument(
+        "--form-parsing-yardstick",
+        action="store_true",
+        help="also measure the bare app with Twisted's form parsing off",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy record the server during the throughput run (speedscope file in results)",
+    )
+    args = parser.parse_args()
+    quick = bool(args.quick)
+    for url in (args.pg_url, args.redis_url):
+        if "127.0.0.1" not in url and "localhost" not in url:
+            parser.error(f"{url}: only 127.0.0.1 may be used")
+    rates = args.rates or ("200,800" if quick else "100,200,400,800")
+    return Config(
+        quick=quick,
+        modes=[args.only] if args.only else ["sqlite", "postgres"],
+        duration=args.duration or (5.0 if quick else 10.0),
+        warmup=1.0 if quick else 2.0,
+        connections=args.connections,
+        rates=[float(r) for r in rates.split(",") if r.strip()],
+        latency_seconds=args.latency_seconds or (3.0 if quick else 6.0),
+        memory_warmup=3_000 if quick else 10_000,
+        memory_captures=args.memory_captures or (20_000 if quick else 100_000),
+        pg_url=args.pg_url.rstrip("/"),
+        redis_url=args.redis_url,
+        pin=not args.no_pin,
+        form_parsing_yardstick=bool(args.form_parsing_yardstick),
+        profile=bool(args.profile),
+    )
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# Processes ------------------------------------------------------------------------------------
+
+
+def pinned(cpu: int, config: Config) -> list[str]:
+    if config.pin:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_daphne(
+    name: str, app: str, env: dict[str, str], workdir: Path, config: Config, ready_path: str
+) -> Server:
+    """Start daphne the way `make run` does, pinned to the server CPU; wait until it answers."""
+    port = free_port()
+    log_path = workdir / f"{name}.log"
+    command = [
+        *pinned(SERVER_CPU, config),
+        DAPHNE,
+        "--bind",
+        HOST,
+        "--port",
+        str(port),
+        "--server-name",
+        "",
+        app,
+    ]
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(name, proc, port, log_path)
+    deadline = time.monotonic() + 40
+    with httpx.Client(trust_env=False, timeout=2) as client:
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
+            try:
+                if client.get(server.base + ready_path).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                server.stop()
+                raise BenchError(f"{name} did not answer in 40 s:\n{server.log_tail()}")
+            time.sleep(0.2)
+
+
+def migrate(env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"migrate failed:\n{done.stdout}\n{done.stderr}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0])
+    return values
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    duration_s: float
+    responses: int
+    status_2xx: int
+    non2xx: int
+    socket_errors: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+
+def run_wrk(
+    url: str,
+    seconds: float,
+    config: Config,
+    max_requests: int | None = None,
+    until: Callable[[], bool] | None = None,
+) -> WrkResult:
+    """Run wrk for `seconds`, or with `max_requests`/`until` stop it as soon as that is reached.
+
+    wrk's own main thread sleeps the whole -d duration even when its Lua script stops the load
+    thread, so an early end is a SIGINT (wrk then prints its summary as usual).
+    """
+    env = base_env()
+    if max_requests is not None:
+        env["BENCH_MAX_REQUESTS"] = str(max_requests)
+    seconds_arg = max(1, round(seconds))
+    command = [
+        *pinned(CLIENT_CPU, config),
+        "wrk",
+        "-t1",
+        f"-c{config.connections}",
+        f"-d{seconds_arg}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "post.lua"),
+        url,
+    ]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        if until is not None:
+            deadline = time.monotonic() + seconds_arg + 5
+            while proc.poll() is None and time.monotonic() < deadline:
+                if until():
+                    proc.send_signal(signal.SIGINT)
+                    break
+                time.sleep(0.25)
+        stdout, stderr = proc.communicate(timeout=seconds_arg + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    for line in stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            data = json.loads(line.removeprefix("BENCH_RESULT "))
+            return WrkResult(
+                requests=data["requests"],
+                duration_s=data["duration_us"] / 1e6,
+                responses=data["responses"],
+                status_2xx=data["status_2xx"],
+                non2xx=data["non2xx"],
+                socket_errors=data["connect_errors"]
+                + data["read_errors"]
+                + data["write_errors"]
+                + data["timeouts"],
+                latency_p50_ms=data["latency_p50_us"] / 1000,
+                latency_p99_ms=data["latency_p99_us"] / 1000,
+            )
+    raise BenchError(f"wrk printed no result (exit {proc.returncode}):\n{stdout}{stderr}")
+
+
+class Listener:
+    """bench/ws_listener.py in its own process on the client CPU, driven over stdin/stdout."""
+
+    def __init__(self, url: str, config: Config) -> None:
+        command = [*pinned(CLIENT_CPU, config), PYTHON, str(BENCH / "ws_listener.py"), url]
+        self.proc = subprocess.Popen(
+            command,
+            env=base_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self._next(15)
+        if ready.get("event") != "ready":
+            raise BenchError(f"listener not ready: {ready}")
+        self.extensions: list[str] = ready.get("extensions", [])
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _next(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty as exc:
+            raise BenchError("listener did not answer") from exc
+        if line is None:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise BenchError(f"listener exited: {err[-2000:]}")
+        return dict(json.loads(line))
+
+    def _command(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._next(10)
+
+    def count(self) -> dict[str, Any]:
+        return self._command("count")
+
+    def close(self) -> dict[str, Any] | None:
+        result = None
+        if self.proc.poll() is None:
+            with contextlib.suppress(BenchError, OSError, ValueError):
+                result = self._command("quit")
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return result
+
+
+# Databases ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Store:
+    """One fresh database (and data folder) for one server instance."""
+
+    kind: str
+    data_dir: Path
+    pg_url: str | None = None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "inspector.sqlite3"
+
+    def env(self, config: Config, **extra: str) -> dict[str, str]:
+        env = base_env()
+        env["DATA_DIR"] = str(self.data_dir)
+        if self.kind == "postgres":
+            assert self.pg_url is not None
+            env["DATABASE_URL"] = self.pg_url
+            env["REDIS_URL"] = config.redis_url
+        env.update(extra)
+        return env
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.kind == "sqlite":
+            uri = f"file:{self.sqlite_path}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+                return db.execute(sql.replace("%s", "?"), params).fetchall()
+        import psycopg
+
+        assert self.pg_url is not None
+        with psycopg.connect(self.pg_url, connect_timeout=5) as db:
+            return db.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def bin_id(self, token: str) -> int:
+        value = uuid.UUID(token).hex if self.kind == "sqlite" else token
+        rows = self.query("SELECT id FROM bins_bin WHERE token = %s", (value,))
+        if not rows:
+            raise BenchError(f"bin {token} not in the database")
+        return int(rows[0][0])
+
+    def captures(self, bin_id: int) -> tuple[int, int]:
+        """(rows, highest id) of a bin's captures."""
+        rows = self.query(
+            "SELECT count(*), coalesce(max(id), 0) FROM bins_capture WHERE bin_id = %s",
+            (bin_id,),
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    def last_id(self) -> int:
+        """The highest capture id of any bin: captures stored by this instance so far."""
+        return int(self.query("SELECT coalesce(max(id), 0) FROM bins_capture")[0][0])
+
+    def size(self) -> dict[str, Any]:
+        rows = self.query("SELECT count(*) FROM bins_capture")
+        count = int(rows[0][0])
+        if self.kind == "sqlite":
+            files = {
+                suffix or "db": self.sqlite_path.with_name(self.sqlite_path.name + suffix)
+                for suffix in ("", "-wal")
+            }
+            file_bytes = sum(p.stat().st_size for p in files.values() if p.exists())
+            names = [
+                r[0]
+                for r in self.query(
+                    "SELECT name FROM sqlite_master WHERE tbl_name = %s", ("bins_capture",)
+                )
+            ]
+            marks = ",".join("?" for _ in names)
+            table_bytes = int(
+                self.query(
+                    f"SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN ({marks})",
+                    tuple(names),
+                )[0][0]
+            )
+            page_size = int(self.query("PRAGMA page_size")[0][0])
+            page_count = int(self.query("PRAGMA page_count")[0][0])
+            freelist = int(self.query("PRAGMA freelist_count")[0][0])
+            return {
+                "captures": count,
+                "files_db_wal_bytes": file_bytes,
+                "capture_table_and_indexes_bytes": table_bytes,
+                "used_pages_bytes": (page_count - freelist) * page_size,
+                "free_pages_bytes": freelist * page_size,
+                "bytes_per_capture_files": file_bytes / count if count else None,
+                "bytes_per_capture_table": table_bytes / count if count else None,
+            }
+        row = self.query(
+            "SELECT pg_total_relation_size('bins_capture'), pg_relation_size('bins_capture'), "
+            "pg_indexes_size('bins_capture'), pg_database_size(current_database())"
+        )[0]
+        total = int(row[0])
+        return {
+            "captures": count,
+            "total_relation_bytes": total,
+            "heap_bytes": int(row[1]),
+            "index_bytes": int(row[2]),
+            "database_bytes": int(row[3]),
+            "bytes_per_capture_table": total / count if count else None,
+        }
+
+
+def pg_admin(config: Config, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{config.pg_url}/postgres", autocommit=True, connect_timeout=5) as db:
+        db.execute(statement)  # type: ignore[arg-type]
+
+
+def reachable(url: str) -> bool:
+    parsed = httpx.URL(url)
+    try:
+        socket.create_connection((parsed.host, parsed.port or 0), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def make_store(
+    kind: str, label: str, workdir: Path, config: Config, stack: contextlib.ExitStack
+) -> Store:
+    data_dir = workdir / label
+    data_dir.mkdir()
+    if kind == "sqlite":
+        return Store("sqlite", data_dir)
+    name = f"bench_{datetime.now():%Y%m%d_%H%M%S}_{os.getpid()}_{label}"
+    pg_admin(config, f'CREATE DATABASE "{name}"')
+    stack.callback(pg_admin, config, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return Store("postgres", data_dir, f"{config.pg_url}/{name}")
+
+
+# Phases ---------------------------------------------------------------------------------------
+
+
+def create_bin(server: Server) -> str:
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        response = client.post(server.base + "/api/bins", json={})
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+
+@dataclass
+class Settled:
+    rows: int
+    max_id: int
+    listener: dict[str, Any]
+    settled: bool
+
+
+def settle(store: Store, bin_id: int, listener: Listener, timeout: float = 30.0) -> Settled:
+    """Wait until the bin stops changing and the listener has seen its newest capture."""
+    deadline = time.monotonic() + timeout
+    previous: tuple[int, int] | None = None
+    while True:
+        rows, max_id = store.captures(bin_id)
+        frames = listener.count()
+        seen = frames.get("max_id") or 0
+        if (rows, max_id) == previous and seen >= max_id:
+            return Settled(rows, max_id, frames, True)
+        if time.monotonic() > deadline:
+            return Settled(rows, max_id, frames, False)
+        previous = (rows, max_id)
+        time.sleep(0.3)
+
+
+def measure_bare(config: Config, workdir: Path, no_form_parsing: bool = False) -> dict[str, Any]:
+    env = base_env()
+    if no_form_parsing:
+        env["BENCH_BARE_NO_FORM_PARSING"] = "1"
+    name = "bare-noform" if no_form_parsing else "bare"
+    server = start_daphne(name, BARE_APP, env, workdir, config, "/healthz")
+    try:
+        url = f"{server.base}/{uuid.uuid4()}"
+        run_wrk(url, config.warmup, config)
+        cpu_before = cpu_seconds(server.pid)
+        result = run_wrk(url, config.duration, config)
+        cpu = cpu_seconds(server.pid) - cpu_before
+    finally:
+        server.stop()
+    return {
+        "requests_per_s": result.rps,
+        "cpu_us_per_request": cpu / result.requests * 1e6 if result.requests else None,
+        "server_cpu_busy": cpu / result.duration_s,
+        **asdict(result),
+    }
+
+
+def measure_throughput(
+    mode: str, config: Config, workdir: Path, stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    store = make_store(mode, "throughput", workdir, config, stack)
+    env = store.env(config, CAPTURES_PER_BIN=NO_PRUNING)
+    migrate(env)
+    server = start_daphne(f"{mode}-throughput", APP, env, workdir, config, "/healthz")
+    stack.callback(server.stop)
+    token = create_bin(server)
+    bin_id = store.bin_id(token)
+    listener = Listener(f"ws://{HOST}:{server.port}/ws/bins/{token}/json/", config)
+    stack.callback(listener.close)
+    url = f"{server.base}/{token}"
+
+    run_wrk(url, config.warmup, config)
+    before = settle(store, bin_id, listener)
+    rss_before = rss_kib(server.pid)
+    profiler = start_profiler(server, mode, config) if config.profile else None
+    cpu_before = cpu_seconds(server.pid)
+    result = run_wrk(url, config.duration, config)
+    cpu = cpu_seconds(server.pid) - cpu_before
+    profile_path = stop_profiler(profiler)
+    after = settle(store, bin_id, listener)
+    rss_after = rss_kib(server.pid)
+
+    stored = after.rows - before.rows
+    frames = after.listener["frames"] - before.listener["frames"]
+    stored_per_s = stored / result.duration_s
+    size = store.size()
+    listener.close()
+    server.stop()
+    return {
+        "stored": stored,
+        "answered_2xx": result.status_2xx,
+        "stored_minus_answered": stored - result.status_2xx,
+        "stored_matches_answered": 0 <= stored - result.status_2xx <= config.connections,
+        "frames": frames,
+        "frames_distinct_total": after.listener["distinct"],
+        "frames_total": after.listener["frames"],
+        "rows_total": after.rows,
+        "frames_match_stored": frames == stored
+        and after.listener["frames"] == after.listener["distinct"] == after.rows,
+        "settled": before.settled and after.settled,
+        "stored_per_s": stored_per_s,
+        "cpu_us_per_capture": cpu / stored * 1e6 if stored else None,
+        "server_cpu_busy": cpu / result.duration_s,
+        "ws_extensions": listener.extensions,
+        "rss_kib_before": rss_before.get("VmRSS"),
+        "rss_kib_after": rss_after.get("VmRSS"),
+        "db": size,
+        "profile": str(profile_path) if profile_path else None,
+        "wrk": asdict(result),
+    }
+
+
+def start_profiler(
+    server: Server, mode: str, config: Config
+) -> tuple[subprocess.Popen[bytes], Path] | None:
+    py_spy = shutil.which("py-spy") or str(BIN / "py-spy")
+    if not Path(py_spy).exists():
+        log("py-spy not installed: no profile (.venv/bin/pip install py-spy)")
+        return None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{datetime.now():%Y%m%d-%H%M%S}-{mode}-profile.speedscope.json"
+    command = [
+        *pinned(CLIENT_CPU, config),
+        py_spy,
+        "record",
+        "--nonblocking",
+        "--format",
+        "speedscope",
+        "--duration",
+        str(round(config.duration)),
+        "--output",
+        str(path),
+        "--pid",
+        str(server.pid),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return proc, path
+
+
+def stop_profiler(profiler: tuple[subprocess.Popen[bytes], Path] | None) -> Path | None:
+    if profiler is None:
+        return None
+    proc, path = profiler
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return path if path.exists() else None
+
+
+def measure_latency_and_memory(
+    mode: str, config: Config, workdir: Path, stack: contextlib.ExitStack
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """On a default-configured server (pruning at 500): the latency run, then the memory run."""
+    store = make_store(mode, "default", workdir, config, stack)
+    env = store.env(config)
+    migrate(env)
+    server = start_daphne(f"{mode}-default", APP, env, workdir, config, "/healthz")
+    stack.callback(server.stop)
+    latency = measure_latency(server, config)
+    memory = measure_memory(server, store, config, stack)
+    server.stop()
+    return latency, memory
+
+
+def measure_latency(server: Server, config: Config) -> list[dict[str, Any]]:
+    token = create_bin(server)
+    command = [
+        *pinned(CLIENT_CPU, config),
+        PYTHON,
+        str(BENCH / "latency.py"),
+        "--port",
+        str(server.port),
+        "--token",
+        token,
+        "--rates",
+        ",".join(f"{r:g}" for r in config.rates),
+        "--seconds",
+        str(config.latency_seconds),
+    ]
+    bound = len(config.rates) * (config.latency_seconds + 20) + 30
+    done = subprocess.run(command, env=base_env(), capture_output=True, text=True, timeout=bound)
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    rates = [r for r in results if r.get("event") == "rate"]
+    if done.returncode != 0 or not rates:
+        raise BenchError(f"latency client failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    for r in rates:
+        target = LATENCY_P99_TARGET_MS.get(r["rate"])
+        r["p99_target_ms"] = target
+        r["ok"] = (
+            None
+            if target is None
+            else r["ws_p99_ms"] is not None
+            and r["ws_p99_ms"] < target
+            and r["delivered"] == r["sent"]
+        )
+    return rates
+
+
+def measure_memory(
+    server: Server, store: Store, config: Config, stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    token = create_bin(server)
+    bin_id = store.bin_id(token)
+    listener = Listener(f"ws://{HOST}:{server.port}/ws/bins/{token}/json/", config)
+    stack.callback(listener.close)
+    url = f"{server.base}/{token}"
+    start_id = store.last_id()  # ids are never reused (SQLite AUTOINCREMENT, PG sequences)
+
+    def reached(count: int) -> Callable[[], bool]:
+        return lambda: store.captures(bin_id)[1] - start_id >= count
+
+    # Each run is bounded in time too: at a tenth of the expected rate it is a failure anyway.
+    total = config.memory_warmup + config.memory_captures
+    warm = run_wrk(
+        url,
+        config.memory_warmup / 300 + 10,
+        config,
+        config.memory_warmup,
+        reached(config.memory_warmup),
+    )
+    first = settle(store, bin_id, listener)
+    rss_first = rss_kib(server.pid)
+    load = run_wrk(
+        url, config.memory_captures / 300 + 10, config, config.memory_captures, reached(total)
+    )
+    second = settle(store, bin_id, listener)
+    rss_second = rss_kib(server.pid)
+    listener.close()
+    size = store.size()
+    growth_mb = (rss_second["VmRSS"] - rss_first["VmRSS"]) / 1024
+    frames = second.listener["frames"] - first.listener["frames"]
+    stored = second.max_id - first.max_id
+    return {
+        "captures_at_first_reading": first.max_id,
+        "captures_at_second_reading": second.max_id,
+        "captures_before_phase": start_id,
+        "rows_kept": second.rows,
+        "rss_mb_first": rss_first["VmRSS"] / 1024,
+        "rss_mb_second": rss_second["VmRSS"] / 1024,
+        "hwm_mb": rss_second["VmHWM"] / 1024,
+        "growth_mb": growth_mb,
+        "growth_target_mb": MEMORY_GROWTH_TARGET_MB,
+        "ok": growth_mb < MEMORY_GROWTH_TARGET_MB,
+        "stored_between": stored,
+        "frames_between": frames,
+        "frames_match_stored": frames == stored,
+        "non2xx": warm.non2xx + load.non2xx,
+        "socket_errors": warm.socket_errors + load.socket_errors,
+        "rps": load.rps,
+        "settled": first.settled and second.settled,
+        "db_after_pruning": size,
+    }
+
+
+def run_mode(mode: str, config: Config, workdir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"mode": mode, "errors": []}
+    if mode == "postgres":
+        for url in (config.pg_url, config.redis_url):
+            if not reachable(url):
+                result["errors"].append(f"{url} is not reachable")
+                return result
+    phases: list[tuple[str, Callable[[contextlib.ExitStack], None]]] = []
+
+    def bare(stack: contextlib.ExitStack) -> None:
+        log(f"{mode}: bare app yardstick")
+        result["bare"] = measure_bare(config, workdir)
+        log(f"{mode}: bare {result['bare']['requests_per_s']:,.0f} req/s")
+        if config.form_parsing_yardstick:
+            result["bare_no_form_parsing"] = measure_bare(config, workdir, no_form_parsing=True)
+            rps = result["bare_no_form_parsing"]["requests_per_s"]
+            log(f"{mode}: bare, form parsing off {rps:,.0f} req/s")
+
+    def throughput(stack: contextlib.ExitStack) -> None:
+        log(f"{mode}: throughput")
+        result["throughput"] = tp = measure_throughput(mode, config, workdir, stack)
+        log(f"{mode}: {tp['stored_per_s']:,.0f} stored/s")
+
+    def bare_again(stack: contextlib.ExitStack) -> None:
+        # The yardstick again, after the app: the machine's speed drifts (other load, turbo).
+        result["bare_after"] = measure_bare(config, workdir)
+        log(f"{mode}: bare again {result['bare_after']['requests_per_s']:,.0f} req/s")
+
+    def latency_memory(stack: contextlib.ExitStack) -> None:
+        log(f"{mode}: latency at {', '.join(f'{r:g}/s' for r in config.rates)}, then memory")
+        result["latency"], result["memory"] = measure_latency_and_memory(
+            mode, config, workdir, stack
+        )
+        log(f"{mode}: memory growth {result['memory']['growth_mb']:.1f} MB")
+
+    phases = [
+        ("bare", bare),
+        ("throughput", throughput),
+        ("bare again", bare_again),
+        ("latency+memory", latency_memory),
+    ]
+    for name, phase in phases:
+        try:
+            with contextlib.ExitStack() as stack:
+                phase(stack)
+        except (BenchError, OSError, subprocess.SubprocessError, httpx.HTTPError) as exc:
+            log(f"{mode}: {name} failed: {exc}")
+            result["errors"].append(f"{name}: {exc}")
+        except Exception as exc:
+            log(f"{mode}: {name} failed: {type(exc).__name__}: {exc}")
+            result["errors"].append(f"{name}: {type(exc).__name__}: {exc}")
+    add_ratios(mode, result)
+    return result
+
+
+def add_ratios(mode: str, result: dict[str, Any]) -> None:
+    """stored/s ÷ bare req/s, against the mean of the bare runs before and after the app."""
+    tp = result.get("throughput")
+    bares = [result[k] for k in ("bare", "bare_after") if k in result]
+    if not tp or not bares:
+        return
+    bare_rps = sum(b["requests_per_s"] for b in bares) / len(bares)
+    tp["bare_requests_per_s"] = bare_rps
+    tp["ratio"] = tp["stored_per_s"] / bare_rps if bare_rps else None
+    tp["ratio_target"] = RATIO_TARGET[mode]
+    tp["ratio_ok"] = tp["ratio"] is not None and tp["ratio"] >= RATIO_TARGET[mode]
+    # The same ratio from server CPU time per request: steadier on a machine with other load.
+    cpu = [b["cpu_us_per_request"] for b in bares if b.get("cpu_us_per_request")]
+    if cpu and tp.get("cpu_us_per_capture"):
+        tp["cpu_ratio"] = (sum(cpu) / len(cpu)) / tp["cpu_us_per_capture"]
+    log(f"{mode}: ratio {tp['ratio'] or 0:.2f} (target ≥{RATIO_TARGET[mode]:.2f})")
+
+
+# Report ---------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, spec: str = ",.0f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    return format(value, spec)
+
+
+def verdict(ok: bool | None) -> str:
+    return "" if ok is None else (" ok" if ok else " MISS")
+
+
+def rows_for(result: dict[str, Any], config: Config) -> dict[str, str]:
+    rows: dict[str, str] = {}
+    bares = [result[k] for k in ("bare", "bare_after") if k in result]
+    rows["bare daphne req/s (before, after)"] = ", ".join(
+        fmt(b.get("requests_per_s")) for b in bares
+    )
+    rows["  bare server CPU µs/request"] = ", ".join(
+        fmt(b.get("cpu_us_per_request")) for b in bares
+    )
+    if "bare_no_form_parsing" in result:
+        rows["bare, form parsing off, req/s"] = fmt(
+            result["bare_no_form_parsing"].get("requests_per_s")
+        )
+    tp = result.get("throughput")
+    if tp:
+        wrk = tp["wrk"]
+        rows["app answered req/s"] = fmt(wrk["requests"] / wrk["duration_s"])
+        rows["app stored/s"] = fmt(tp["stored_per_s"])
+        rows["  app server CPU µs/capture"] = fmt(tp.get("cpu_us_per_capture"))
+        rows["  server CPU busy (bare, app)"] = ", ".join(
+            f"{x['server_cpu_busy']:.0%}" for x in [*bares[:1], tp] if "server_cpu_busy" in x
+        )
+        rows["non-2xx / socket errors"] = f"{wrk['non2xx']} / {wrk['socket_errors']}"
+        rows["stored == answered (2xx)"] = (
+            f"{fmt(tp['stored_matches_answered'])} ({tp['stored']:,} vs {tp['answered_2xx']:,})"
+        )
+        rows["frames == stored"] = f"{fmt(tp['frames_match_stored'])} ({tp['frames']:,})"
+        if "ratio" in tp:
+            ratio = tp["ratio"]
+            rows["stored/s ÷ bare req/s"] = (
+                f"{fmt(ratio, '.2f')} (≥{tp['ratio_target']:.2f}){verdict(tp['ratio_ok'])}"
+            )
+            rows["  same ratio from CPU µs"] = fmt(tp.get("cpu_ratio"), ".2f")
+        rows["app wrk p50 / p99 ms"] = f"{wrk['latency_p50_ms']:.1f} / {wrk['latency_p99_ms']:.1f}"
+        db = tp["db"]
+        if "bytes_per_capture_files" in db:
+            rows["db bytes/capture (db+wal files)"] = fmt(db["bytes_per_capture_files"])
+        rows["db bytes/capture (table+indexes)"] = fmt(db["bytes_per_capture_table"])
+        rows["  counted over captures"] = fmt(db["captures"])
+    for lat in result.get("latency", []):
+        rate = lat["rate"]
+        target = lat.get("p99_target_ms")
+        target_text = f" (<{target:g}){verdict(lat['ok'])}" if target else ""
+        rows[f"latency {rate:g}/s p50/p99/max ms"] = (
+            f"{fmt(lat['ws_p50_ms'], '.1f')} / {fmt(lat['ws_p99_ms'], '.1f')} / "
+            f"{fmt(lat['ws_max_ms'], '.1f')}{target_text}"
+        )
+        rows[f"  {rate:g}/s delivered/sent, non-2xx"] = (
+            f"{lat['delivered']}/{lat['sent']}, {lat['non2xx'] + lat['errors']}"
+        )
+        rows[f"  {rate:g}/s http p99, send lag p99 ms"] = (
+            f"{fmt(lat['http_p99_ms'], '.1f')}, {fmt(lat['send_lag_p99_ms'], '.1f')}"
+        )
+    mem = result.get("memory")
+    if mem:
+        rows["RSS MB at captures"] = (
+            f"{mem['rss_mb_first']:.1f} @{mem['captures_at_first_reading']:,} -> "
+            f"{mem['rss_mb_second']:.1f} @{mem['captures_at_second_reading']:,}"
+        )
+        rows["RSS growth MB"] = (
+            f"{mem['growth_mb']:+.1f} (<{mem['growth_target_mb']:g}){verdict(mem['ok'])}"
+        )
+        rows["  frames == stored, non-2xx"] = (
+            f"{fmt(mem['frames_match_stored'])}, {mem['non2xx'] + mem['socket_errors']}"
+        )
+        db = mem["db_after_pruning"]
+        size = db.get("files_db_wal_bytes") or db.get("total_relation_bytes")
+        rows["db MB after pruning (rows kept)"] = f"{size / 1e6:.1f} ({db['captures']:,})"
+    for error in result.get("errors", []):
+        rows[f"ERROR {len(rows)}"] = error.splitlines()[0][:60]
+    return rows
+
+
+def print_summary(results: list[dict[str, Any]], config: Config) -> str:
+    tables = [rows_for(r, config) for r in results]
+    names: list[str] = []
+    for table in tables:
+        for key in table:
+            if key not in names:
+                names.append(key)
+    header = ["", *[r["mode"] for r in results]]
+    lines = [[name, *[t.get(name, "") for t in tables]] for name in names]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    out = []
+    for i, row in enumerate([header, *lines]):
+        out.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    text = "\n".join(out)
+    print("\n" + text + "\n", flush=True)
+    return text
+
+
+def machine() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+
+def check_tools(config: Config) -> None:
+    missing = [t for t in ("wrk",) if shutil.which(t) is None]
+    if config.pin and shutil.which("taskset") is None:
+        missing.append("taskset")
+    if missing:
+        raise SystemExit(f"missing: {', '.join(missing)} (apt-get install -y wrk util-linux)")
+    if not Path(DAPHNE).exists():
+        raise SystemExit(f"{DAPHNE} missing: run `make run` once to build the venv")
+    if config.pin:
+        available = os.sched_getaffinity(0)
+        if not {SERVER_CPU, CLIENT_CPU} <= available:
+            log(f"CPUs {SERVER_CPU} and {CLIENT_CPU} not both available: not pinning")
+            config.pin = False
+        else:
+            # This process mostly waits; keep it off the server's CPU all the same.
+            os.sched_setaffinity(0, {CLIENT_CPU})
+
+
+def main() -> int:
+    config = parse_args()
+    check_tools(config)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = datetime.now()
+    log(f"bench: modes {', '.join(config.modes)}{' (quick)' if config.quick else ''}")
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="inspector-bench-") as tmp:
+        for mode in config.modes:
+            workdir = Path(tmp) / mode
+            workdir.mkdir()
+            results.append(run_mode(mode, config, workdir))
+    elapsed = (datetime.now() - started).total_seconds()
+    table = print_summary(results, config)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{started:%Y%m%d-%H%M%S}.json"
+    report = {
+        "started": started.isoformat(timespec="seconds"),
+        "elapsed_s": elapsed,
+        "config": asdict(config),
+        "machine": machine(),
+        "results": results,
+        "summary": table,
+    }
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    log(f"done in {elapsed:.0f} s; results in {path.relative_to(ROOT)}")
+    return 1 if any(r["errors"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from bins import live, writer
+from bins.models import Bin
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _services_in_ci():
+    """In CI the second run must be on PostgreSQL + Redis, never silently on the defaults."""
+    if IN_CI and os.environ.get("DATABASE_URL"):
+        assert settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    if IN_CI and os.environ.get("REDIS_URL"):
+        assert "Redis" in settings.CHANNEL_LAYERS["default"]["BACKEND"]
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _close_writer_connection():
+    """The writer thread keeps its own connection; close it so the test database can be
+    flushed and dropped."""
+    yield
+    writer.close_connection()
+
+
+@pytest.fixture
+def bin_(transactional_db) -> Bin:
+    return Bin.objects.create()
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+async def asgi_http(
+    path: str,
+    method: str = "POST",
+    query: bytes = b"",
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    body: bytes | list[bytes] = b"",
+    client: tuple[str, int] | None = ("203.0.113.7", 40000),
+) -> Answer:
+    """One HTTP request through the project's ASGI application, as Daphne would hand it over."""
+    from inspector.asgi import application
+
+    raw_path = path.encode("latin-1")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(path),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": list(headers),
+        "client": client,
+        "server": ("testserver", 80),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    chunks = body if isinstance(body, list) else [body]
+    for i, chunk in enumerate(chunks):
+        await communicator.send_input(
+            {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        )
+    start = await communicator.receive_output(10)
+    parts = []
+    while True:
+        message = await communicator.receive_output(10)
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    await communicator.wait(1)
+    return Answer(start["status"], start["headers"], b"".join(parts))
+
+
+@pytest.fixture
+async def live_loop():
+    """For async tests: stop this loop's writer and publisher and close the channel layer's
+    connections before the loop goes (Redis connections belong to one loop)."""
+    yield get_channel_layer()
+    await writer.stop()
+    await live.stop()
+    await get_channel_layer().flush()
