@@ -9,9 +9,9 @@ database when they reconnect (see `bins.consumers`).
 from __future__ import annotations
 
 import asyncio
-import weakref
 import logging
 import uuid
+import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer

@@ -11,9 +11,9 @@ publisher, off the response path.
 from __future__ import annotations
 
 import asyncio
-import weakref
 import logging
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import DatabaseError, connection, transaction

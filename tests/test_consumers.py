@@ -1,0 +1,119 @@
+"""The live streams with Channels' WebsocketCommunicator, on the project's real ASGI app."""
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from bins.live import group_name
+from bins.models import Capture
+from inspector.asgi import application
+
+from .conftest import asgi_http
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_loop")]
+
+
+def add_capture(bin_, path):
+    return Capture.objects.create(bin=bin_, method="POST", path=path, body=b"x", body_size=1)
+
+
+async def connect(path, headers=None):
+    ws = WebsocketCommunicator(application, path, headers=headers or [])
+    connected, _ = await ws.connect(timeout=5)
+    return ws, connected
+
+
+async def test_unknown_bin_is_refused(transactional_db):
+    for path in [
+        "/ws/bins/3f2b8c1e-9d4a-4c6b-8e2f-1a2b3c4d5e6f/json/",
+        "/ws/bins/3f2b8c1e-9d4a-4c6b-8e2f-1a2b3c4d5e6f/",
+    ]:
+        _, connected = await connect(path)
+        assert not connected
+
+
+async def test_json_stream_catches_up_after_an_id_then_goes_live(bin_):
+    first = await sync_to_async(add_capture)(bin_, "/old")
+    missed = [await sync_to_async(add_capture)(bin_, f"/missed{i}") for i in range(3)]
+    ws, connected = await connect(f"/ws/bins/{bin_.token}/json/?after={first.id}")
+    assert connected
+    frames = [json.loads(await ws.receive_from(timeout=5)) for _ in missed]
+    assert [f["capture"]["id"] for f in frames] == [c.id for c in missed]
+    assert all(f["type"] == "capture" for f in frames)
+    await asgi_http(f"/{bin_.token}/new", body=b"live")
+    frame = json.loads(await ws.receive_from(timeout=5))
+    assert frame["capture"]["path"] == "/new"
+    assert frame["capture"]["body_text"] == "live"
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_json_stream_without_after_sends_only_new_captures(bin_):
+    await sync_to_async(add_capture)(bin_, "/old")
+    ws, connected = await connect(f"/ws/bins/{bin_.token}/json/")
+    assert connected
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_what_the_catch_up_sent_is_not_sent_again(bin_):
+    c = await sync_to_async(add_capture)(bin_, "/once")
+    ws, _ = await connect(f"/ws/bins/{bin_.token}/json/?after=0")
+    assert json.loads(await ws.receive_from(timeout=5))["capture"]["id"] == c.id
+    # The same capture announced after the catch-up read it (a commit racing the connect).
+    await get_channel_layer().group_send(
+        group_name(bin_.token), {"type": "captures.new", "captures": [c.as_json()]}
+    )
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+async def test_bad_after_is_an_error_frame(bin_):
+    ws, connected = await connect(f"/ws/bins/{bin_.token}/json/?after=abc")
+    assert connected
+    assert json.loads(await ws.receive_from(timeout=5))["type"] == "error"
+    await ws.disconnect()
+
+
+async def test_page_stream_sends_the_list_then_new_rows(bin_):
+    await sync_to_async(add_capture)(bin_, "/before")
+    ws, connected = await connect(f"/ws/bins/{bin_.token}/")
+    assert connected
+    listing = await ws.receive_from(timeout=5)
+    assert 'id="capture-list"' in listing and 'hx-swap-oob="outerHTML"' in listing
+    assert "/before" in listing
+    await asgi_http(f"/{bin_.token}/<img src=x onerror=alert(1)>", method="<b>X</b>")
+    row = await ws.receive_from(timeout=5)
+    assert 'hx-swap-oob="afterbegin:#capture-list"' in row
+    assert "<img" not in row and "&lt;img src=x onerror=alert(1)&gt;" in row
+    assert "<b>" not in row and "&lt;b&gt;X&lt;/b&gt;" in row
+    await ws.disconnect()
+
+
+async def test_page_stream_resends_the_list_when_captures_are_deleted(bin_):
+    await sync_to_async(add_capture)(bin_, "/gone")
+    ws, _ = await connect(f"/ws/bins/{bin_.token}/")
+    assert "/gone" in await ws.receive_from(timeout=5)
+    await sync_to_async(lambda: Capture.objects.all().delete())()
+    await get_channel_layer().group_send(
+        group_name(bin_.token), {"type": "captures.deleted", "ids": None}
+    )
+    listing = await ws.receive_from(timeout=5)
+    assert "/gone" not in listing and 'id="capture-list"' in listing
+    await ws.disconnect()
+
+
+async def test_origin_of_another_site_is_refused(bin_):
+    path = f"/ws/bins/{bin_.token}/json/"
+    _, connected = await connect(
+        path, [(b"host", b"hooks.test"), (b"origin", b"https://evil.test")]
+    )
+    assert not connected
+    ws, connected = await connect(
+        path, [(b"host", b"hooks.test"), (b"origin", b"http://hooks.test")]
+    )
+    assert connected
+    await ws.disconnect()

@@ -1,0 +1,147 @@
+"""The browser pages as HTML: redirects, the inspector, capture details, escaping, headers."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from bins.models import Bin, Capture
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make_capture(bin_, body=b"", content_type="", **kw):
+    return Capture.objects.create(
+        bin=bin_,
+        method=kw.pop("method", "POST"),
+        body=body,
+        body_size=len(body),
+        content_type=content_type,
+        headers_json=json.dumps(kw.pop("headers", [["content-type", content_type]])),
+        **kw,
+    )
+
+
+def test_home_makes_a_bin_then_returns_to_it(client):
+    r = client.get("/")
+    assert r.status_code == 302
+    bin_ = Bin.objects.get()
+    assert r["Location"] == f"/bins/{bin_.token}/"
+    assert client.get("/")["Location"] == f"/bins/{bin_.token}/"
+    assert Bin.objects.count() == 1
+
+
+def test_home_makes_a_new_bin_when_the_last_one_is_gone(client):
+    client.get("/")
+    Bin.objects.all().delete()
+    r = client.get("/")
+    assert r["Location"] == f"/bins/{Bin.objects.get().token}/"
+
+
+def test_new_bin_needs_post_with_csrf(transactional_db):
+    strict = Client(enforce_csrf_checks=True)
+    assert strict.post("/bins/").status_code == 403
+    assert Bin.objects.count() == 0
+    page = strict.get("/", follow=True)
+    token = page.context["csrf_token"]
+    r = strict.post("/bins/", {"csrfmiddlewaretoken": str(token)})
+    assert r.status_code == 302
+    assert Bin.objects.count() == 2
+
+
+def test_inspector_page(client, bin_):
+    make_capture(bin_, b'{"a": 1}', "application/json", path="/hook")
+    r = client.get(f"/bins/{bin_.token}/")
+    html = r.content.decode()
+    assert r.status_code == 200
+    assert f'value="http://testserver/{bin_.token}"' in html
+    assert f'ws-connect="/ws/bins/{bin_.token}/"' in html
+    assert "/hook" in html
+    assert "htmx" in html and "hx-ws" in html
+    csp = r["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in html  # no inline script: every script has a src
+    assert r["X-Frame-Options"] == "DENY"
+
+
+def test_static_files_are_served_with_debug_off(client):
+    assert client.get("/static/bins/app.js").status_code == 200
+    assert client.get("/static/django_htmx/ext/hx-ws-2.min.js").status_code == 200
+
+
+def test_unknown_bin_page_is_404(client, transactional_db):
+    assert client.get("/bins/3f2b8c1e-9d4a-4c6b-8e2f-1a2b3c4d5e6f/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b'{"b":[1,2],"a":"x"}', "application/json", "&quot;b&quot;: [\n    1,"),
+        (
+            b"name=Ada&lang=en&empty=",
+            "application/x-www-form-urlencoded",
+            "<th>lang</th><td>en</td>",
+        ),
+        (b"plain words\nsecond line", "text/plain", "plain words\nsecond line"),
+        (bytes(range(40)), "application/octet-stream", "00000000  00 01 02 03"),
+        (b"", "", "No body."),
+    ],
+)
+def test_detail_shows_the_body_by_kind(client, bin_, body, content_type, expected):
+    c = make_capture(bin_, body, content_type)
+    html = client.get(f"/bins/{bin_.token}/captures/{c.id}/").content.decode()
+    assert expected in html
+
+
+def test_multipart_fields_and_files_are_listed(client, bin_):
+    body = (
+        b'--zz\r\nContent-Disposition: form-data; name="title"\r\n\r\nhello\r\n'
+        b'--zz\r\nContent-Disposition: form-data; name="upload"; filename="a.bin"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n\x00\x01\x02\r\n--zz--\r\n"
+    )
+    c = make_capture(bin_, body, "multipart/form-data; boundary=zz")
+    html = client.get(f"/bins/{bin_.token}/captures/{c.id}/").content.decode()
+    assert "<th>title</th><td>hello</td>" in html
+    assert "file &#x27;a.bin&#x27;, 3 bytes" in html
+
+
+def test_htmx_request_gets_only_the_detail(client, bin_):
+    c = make_capture(bin_, b"hi", "text/plain")
+    r = client.get(
+        f"/bins/{bin_.token}/captures/{c.id}/",
+        headers={"HX-Request": "true", "HX-Target": "detail"},
+    )
+    html = r.content.decode()
+    assert "capture-detail" in html and "<html" not in html
+
+
+def test_query_and_path_are_decoded_for_display(client, bin_):
+    c = make_capture(bin_, path="/a%20b", query_string="x=1&x=2&y=%26")
+    html = client.get(f"/bins/{bin_.token}/captures/{c.id}/").content.decode()
+    assert "/a b" in html
+    assert html.count("<th>x</th>") == 2
+    assert "<th>y</th><td>&amp;</td>" in html
+
+
+def test_hostile_content_is_escaped_everywhere(client, bin_):
+    evil = "<script>alert(1)</script>"
+    c = make_capture(
+        bin_,
+        evil.encode(),
+        "text/html",
+        method=evil,
+        path="/" + evil,
+        query_string=f"{evil}={evil}",
+        headers=[[evil, evil]],
+        remote_addr=evil,
+    )
+    for url in [f"/bins/{bin_.token}/", f"/bins/{bin_.token}/captures/{c.id}/"]:
+        html = client.get(url).content.decode()
+        assert "<script>alert" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_healthz(client, transactional_db):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["ok"] is True
