@@ -44,8 +44,10 @@ def server(transactional_db, tmp_path):
     }
     daphne = Path(sys.executable).parent / "daphne"
     proc = subprocess.Popen(
-        [str(daphne), "--bind", "127.0.0.1", "--port", str(port), "--server-name", ""]
-        + ["inspector.asgi:application"],
+        [
+            *(str(daphne), "--bind", "127.0.0.1", "--port", str(port)),
+            *("--server-name", "", "inspector.asgi:application"),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
