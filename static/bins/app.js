@@ -47,6 +47,7 @@
   document.addEventListener("htmx:wsError", function () { setLive("closed", "reconnecting…"); });
   // The list is swapped whole on (re)connect: keep the open capture marked.
   document.addEventListener("htmx:oobAfterSwap", selectFromDetail);
+  document.addEventListener("htmx:wsAfterMessage", selectFromDetail);
   document.addEventListener("htmx:afterSwap", selectFromDetail);
   document.addEventListener("DOMContentLoaded", selectFromDetail);
 })();
