@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
 
 from . import bincache, capture, writer
+from .ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,16 @@ class CaptureRouter:
             await self.fallback(scope, receive, send)
 
 
+_limiter: RateLimiter | None = None
+
+
+def rate_limiter() -> RateLimiter:
+    global _limiter
+    if _limiter is None or _limiter.rate != settings.BIN_RATE_LIMIT:
+        _limiter = RateLimiter(settings.BIN_RATE_LIMIT)
+    return _limiter
+
+
 def raw_path(scope: Scope) -> bytes:
     return scope.get("raw_path") or scope["path"].encode("utf-8")
 
@@ -48,6 +60,10 @@ async def handle(scope: Scope, receive: Any) -> capture.Reply:
     info = await bincache.lookup(target.token)
     if info is None:
         return capture.NOT_FOUND
+    if settings.BIN_RATE_LIMIT > 0:
+        wait = rate_limiter().retry_after(info.bin.id, time.monotonic())
+        if wait:
+            return capture.rate_limited(wait)
     limit = settings.MAX_BODY_BYTES
     try:
         body = await read_body(receive, limit)

@@ -77,6 +77,14 @@ def too_large(limit: int) -> Reply:
     return error_reply(413, f"Body larger than this instance's limit of {limit} bytes; not stored.")
 
 
+def rate_limited(retry_after: int) -> Reply:
+    return error_reply(
+        429,
+        f"Too many requests to this bin; not stored. Retry in {retry_after} s.",
+        [(b"retry-after", str(retry_after).encode())],
+    )
+
+
 def reply_for(config: dict[str, Any] | None) -> Reply:
     """What a bin answers every capture with, from its `response` settings."""
     config = {**DEFAULT_RESPONSE, **(config or {})}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -43,6 +44,8 @@ def display_text(text: str) -> str:
 class Bin(models.Model):
     token = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
+    # Last capture or visit; bins unused for BIN_EXPIRE_DAYS are deleted (see `delete_expired`).
+    last_used_at = models.DateTimeField(default=timezone.now, db_index=True)
     response = models.JSONField(default=dict)
 
     def __str__(self) -> str:
@@ -69,9 +72,25 @@ class Bin(models.Model):
             "signature": None,
         }
 
-    def prune(self, keep: int | None = None) -> int:
-        """Delete all but the newest `keep` captures; returns how many went."""
-        return Capture.prune_bins([self.pk], keep)
+    def touch(self) -> None:
+        """Mark the bin as used now (at most once a minute: it is a write)."""
+        now = timezone.now()
+        if (now - self.last_used_at).total_seconds() >= 60:
+            self.last_used_at = now
+            Bin.objects.filter(pk=self.pk).update(last_used_at=now)
+
+    @classmethod
+    def delete_expired(cls, now: datetime | None = None) -> int:
+        """Delete bins unused for BIN_EXPIRE_DAYS (0: bins never expire); returns how many."""
+        days = settings.BIN_EXPIRE_DAYS
+        if days <= 0:
+            return 0
+        cutoff = (now or timezone.now()) - timedelta(days=days)
+        expired = list(cls.objects.filter(last_used_at__lt=cutoff).values_list("id", flat=True))
+        if expired:
+            Capture.objects.filter(bin_id__in=expired).delete()
+            cls.objects.filter(id__in=expired).delete()
+        return len(expired)
 
 
 class Capture(models.Model):

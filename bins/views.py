@@ -50,6 +50,7 @@ def inspect(request: HttpRequest, token: str, capture_id: int | None = None) -> 
         selected = bin_.captures.filter(id=capture_id).first()
         if selected is None:
             raise Http404("No capture with this id in this bin.")
+    bin_.touch()
     detail = detail_context(selected)
     if request.htmx and request.htmx.target == "detail":
         return render(request, "bins/_detail.html", detail)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
-from . import bincache, live
-from .models import Capture
+from . import live
+from .models import Bin, Capture
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +84,37 @@ def commit_batch(captures: list[Capture]) -> list[Capture | Exception]:
     except DatabaseError:
         _reset_connection()
         results = [_insert_one(capture) for capture in captures]
-    bin_ids = {c.bin_id for c in results if isinstance(c, Capture)}
+    bin_ids = sorted({c.bin_id for c in results if isinstance(c, Capture)})
     try:
-        Capture.prune_bins(sorted(bin_ids))
+        housekeeping(bin_ids)
     except DatabaseError:
-        # Pruning is housekeeping: the captures are committed, so do not fail them.
-        logger.exception("pruning bins %s failed", sorted(bin_ids))
+        # Housekeeping only: the captures are committed, so do not fail them.
+        logger.exception("pruning bins %s failed", bin_ids)
         _reset_connection()
     return results
+
+
+_touched: dict[int, float] = {}
+_last_expiry_sweep = 0.0
+TOUCH_EVERY = 60.0
+EXPIRY_SWEEP_EVERY = 600.0
+
+
+def housekeeping(bin_ids: list[int]) -> None:
+    """Keep CAPTURES_PER_BIN per bin, mark bins used, now and then delete expired bins."""
+    global _last_expiry_sweep
+    Capture.prune_bins(bin_ids)
+    now = time.monotonic()
+    stale = [i for i in bin_ids if now - _touched.get(i, -TOUCH_EVERY) >= TOUCH_EVERY]
+    if stale:
+        Bin.objects.filter(id__in=stale).update(last_used_at=timezone.now())
+        _touched.update(dict.fromkeys(stale, now))
+        if len(_touched) > 10_000:
+            _touched.clear()
+    if now - _last_expiry_sweep >= EXPIRY_SWEEP_EVERY:
+        _last_expiry_sweep = now
+        if deleted := Bin.delete_expired():
+            logger.info("deleted %d bin(s) unused for %d days", deleted, settings.BIN_EXPIRE_DAYS)
 
 
 def _insert_one(capture: Capture) -> Capture | Exception:
@@ -99,7 +125,9 @@ def _insert_one(capture: Capture) -> Capture | Exception:
         return capture
     except DatabaseError as exc:
         logger.warning("capture for bin %s refused by the database: %s", capture.bin_id, exc)
-        bincache.forget_id(capture.bin_id)
+        from .bincache import forget_id
+
+        forget_id(capture.bin_id)
         _reset_connection()
         return exc
 

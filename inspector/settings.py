@@ -176,6 +176,9 @@ CSRF_COOKIE_SAMESITE = "Lax"
 # The product's own settings (see the README's configuration table).
 MAX_BODY_BYTES = env_int("MAX_BODY_BYTES", 10 * 1024 * 1024)
 CAPTURES_PER_BIN = env_int("CAPTURES_PER_BIN", 500)
+BIN_EXPIRE_DAYS = env_int("BIN_EXPIRE_DAYS", 30)
+# Requests per second per bin (per process); 0 is off, so a load test runs at full speed.
+BIN_RATE_LIMIT = float(os.environ.get("BIN_RATE_LIMIT", "0") or 0)
 
 LOGGING = {
     "version": 1,
