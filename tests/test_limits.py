@@ -1,0 +1,89 @@
+"""Limits with clear answers: rate limit, pruning, expiry, the prune command."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
+from django.utils import timezone
+
+from bins.models import Bin, Capture
+from bins.ratelimit import RateLimiter
+
+from .conftest import asgi_http
+
+
+def test_rate_limiter_allows_the_rate_then_says_when():
+    limiter = RateLimiter(2)
+    assert limiter.retry_after("a", 100.0) == 0
+    assert limiter.retry_after("a", 100.0) == 0
+    assert limiter.retry_after("a", 100.0) == 1
+    assert limiter.retry_after("b", 100.0) == 0  # per key
+    assert limiter.retry_after("a", 100.6) == 0  # refilled
+    slow = RateLimiter(0.1)
+    assert slow.retry_after("a", 0.0) == 0
+    assert slow.retry_after("a", 0.0) == 10
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("live_loop")
+async def test_rate_limit_answers_429_and_stores_nothing_over_it(bin_, settings):
+    settings.BIN_RATE_LIMIT = 3
+    answers = [await asgi_http(f"/{bin_.token}", body=b"x") for _ in range(5)]
+    assert [a.status for a in answers] == [200, 200, 200, 429, 429]
+    assert (b"retry-after", b"1") in answers[3].headers
+    assert "Too many requests" in json.loads(answers[3].body)["error"]
+    assert await sync_to_async(Capture.objects.filter(bin=bin_).count)() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("live_loop")
+async def test_rate_limit_is_off_by_default(bin_, settings):
+    assert settings.BIN_RATE_LIMIT == 0
+    answers = [await asgi_http(f"/{bin_.token}", body=b"x") for _ in range(50)]
+    assert {a.status for a in answers} == {200}
+
+
+def make_captures(bin_, n):
+    Capture.objects.bulk_create(Capture(bin=bin_, method="GET", path=f"/{i}") for i in range(n))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prune_command_expires_unused_bins_and_prunes_captures(settings):
+    settings.CAPTURES_PER_BIN = 3
+    settings.BIN_EXPIRE_DAYS = 7
+    old = Bin.objects.create(last_used_at=timezone.now() - timedelta(days=8))
+    recent = Bin.objects.create(last_used_at=timezone.now() - timedelta(days=6))
+    make_captures(old, 2)
+    make_captures(recent, 5)
+    call_command("prune")
+    assert not Bin.objects.filter(id=old.id).exists()
+    assert list(recent.captures.order_by("id").values_list("path", flat=True)) == ["/2", "/3", "/4"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bins_never_expire_when_set_to_zero(settings):
+    settings.BIN_EXPIRE_DAYS = 0
+    Bin.objects.create(last_used_at=timezone.now() - timedelta(days=3650))
+    assert Bin.delete_expired() == 0
+    assert Bin.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_visiting_the_page_marks_the_bin_used(client):
+    bin_ = Bin.objects.create(last_used_at=timezone.now() - timedelta(days=5))
+    client.get(f"/bins/{bin_.token}/")
+    bin_.refresh_from_db()
+    assert timezone.now() - bin_.last_used_at < timedelta(minutes=1)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("live_loop")
+async def test_a_capture_marks_the_bin_used(transactional_db):
+    bin_ = await sync_to_async(Bin.objects.create)(
+        last_used_at=timezone.now() - timedelta(days=5)
+    )
+    await asgi_http(f"/{bin_.token}", body=b"x")
+    await sync_to_async(bin_.refresh_from_db)()
+    assert timezone.now() - bin_.last_used_at < timedelta(minutes=1)
