@@ -81,9 +81,7 @@ def test_visiting_the_page_marks_the_bin_used(client):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("live_loop")
 async def test_a_capture_marks_the_bin_used(transactional_db):
-    bin_ = await sync_to_async(Bin.objects.create)(
-        last_used_at=timezone.now() - timedelta(days=5)
-    )
+    bin_ = await sync_to_async(Bin.objects.create)(last_used_at=timezone.now() - timedelta(days=5))
     await asgi_http(f"/{bin_.token}", body=b"x")
     await sync_to_async(bin_.refresh_from_db)()
     assert timezone.now() - bin_.last_used_at < timedelta(minutes=1)
