@@ -6,20 +6,26 @@ check here: a cookie grants nothing.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import bincache, live
 from .models import Bin, Capture
-from .validation import Invalid, merge_settings
+from .outgoing import BadTarget
+from .resend import deliver
+from .validation import Invalid, bin_changes
 
 MAX_LIMIT = 500
+METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def error(status: int, message: str) -> JsonResponse:
@@ -72,16 +78,17 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 @api_view(["POST"])
 def bins(request: HttpRequest) -> HttpResponse:
-    response = merge_settings({}, json_body(request))
-    bin_ = Bin.objects.create(response=response)
+    bin_ = Bin.objects.create(**bin_changes({}, json_body(request)))
     return JsonResponse(bin_.settings_json(base_url(request)), status=201)
 
 
 @api_view(["GET", "PATCH", "DELETE"])
 def bin_detail(request: HttpRequest, bin_: Bin) -> HttpResponse:
     if request.method == "PATCH":
-        bin_.response = merge_settings(bin_.response, json_body(request))
-        bin_.save(update_fields=["response"])
+        changes = bin_changes(bin_.response, json_body(request))
+        for field, value in changes.items():
+            setattr(bin_, field, value)
+        bin_.save(update_fields=list(changes))
         bincache.forget(bin_.token)
     elif request.method == "DELETE":
         bincache.forget(bin_.token)
@@ -156,3 +163,87 @@ def raw_body_response(capture: Capture) -> HttpResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
+
+
+RESEND_FIELDS = {"target_url", "method", "headers", "body", "body_base64"}
+
+
+async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpResponse:
+    """POST: send the capture (or an edited copy, for this send only) to a target; 201 with the
+    delivery record, whatever the target answered or why it failed."""
+    if request.method != "POST":
+        response = error(405, f"{request.method} not allowed here; use POST")
+        response["Allow"] = "POST"
+        return response
+    capture = await database_sync_to_async(find_capture)(token, capture_id)
+    if capture is None:
+        return error(404, "No bin with this token, or no capture with this id in it.")
+    try:
+        data = json_body(request)
+        edits = resend_edits(data)
+        target = data.get("target_url") or capture.bin.last_target_url
+        if not target:
+            raise Invalid("target_url is required (this bin has no previous target)")
+        delivery = await deliver(capture, target, **edits)
+    except (Invalid, BadTarget) as exc:
+        return error(400, str(exc))
+    await database_sync_to_async(remember_target)(capture.bin, delivery.target_url)
+    return JsonResponse(delivery.as_json(), status=201)
+
+
+resend = csrf_exempt(resend)
+
+
+def find_capture(token: str, capture_id: int) -> Capture | None:
+    return Capture.objects.select_related("bin").filter(bin__token=token, id=capture_id).first()
+
+
+def remember_target(bin_: Bin, url: str) -> None:
+    if bin_.last_target_url != url:
+        bin_.last_target_url = url
+        bin_.save(update_fields=["last_target_url"])
+
+
+def resend_edits(data: dict[str, Any]) -> dict[str, Any]:
+    """Validated per-send changes: method, headers ([[name, value], ...]), body or body_base64."""
+    unknown = set(data) - RESEND_FIELDS
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
+    edits: dict[str, Any] = {}
+    if "method" in data:
+        method = data["method"]
+        if not isinstance(method, str) or not METHOD.fullmatch(method):
+            raise Invalid("method must be an HTTP method token, e.g. POST")
+        edits["method"] = method
+    if "headers" in data:
+        headers = data["headers"]
+        if not isinstance(headers, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+            for p in headers
+        ):
+            raise Invalid("headers must be a list of [name, value] string pairs")
+        for name, value in headers:
+            if not METHOD.fullmatch(name) or any(c in value for c in "\r\n\0"):
+                raise Invalid(f"header {name!r} is not a valid header line")
+        edits["headers"] = [(n.encode("utf-8"), v.encode("utf-8")) for n, v in headers]
+    if "body" in data and "body_base64" in data:
+        raise Invalid("give body or body_base64, not both")
+    if "body" in data:
+        if not isinstance(data["body"], str):
+            raise Invalid("body must be a string (use body_base64 for bytes)")
+        edits["body"] = data["body"].encode("utf-8")
+    if "body_base64" in data:
+        try:
+            edits["body"] = base64.b64decode(data["body_base64"], validate=True)
+        except (ValueError, TypeError) as exc:
+            raise Invalid("body_base64 is not valid base64") from exc
+    return edits
+
+
+@api_view(["GET"])
+def deliveries(request: HttpRequest, bin_: Bin, capture_id: int) -> HttpResponse:
+    capture = get_capture(bin_, capture_id)
+    if capture is None:
+        return error(404, "No capture with this id in this bin.")
+    rows = capture.deliveries.order_by("-id")[:MAX_LIMIT]
+    return JsonResponse({"deliveries": [d.as_json() for d in rows]})

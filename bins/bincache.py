@@ -21,7 +21,7 @@ _MAX_ENTRIES = 10_000
 
 @dataclass(frozen=True, slots=True)
 class BinInfo:
-    # Only id and token are set: enough to attach captures and name the live group.
+    # Only id, token and forward_url are set: what the capture path and auto-forward need.
     bin: Bin
     reply: Reply
 
@@ -31,10 +31,11 @@ _cache: dict[uuid.UUID, tuple[float, BinInfo]] = {}
 
 def load(token: uuid.UUID) -> BinInfo | None:
     """Read a bin from the database (blocking)."""
-    row = Bin.objects.filter(token=token).values_list("id", "response").first()
+    row = Bin.objects.filter(token=token).values_list("id", "response", "forward_url").first()
     if row is None:
         return None
-    return BinInfo(Bin(id=row[0], token=token), reply_for(row[1]))
+    bin_id, response, forward_url = row
+    return BinInfo(Bin(id=bin_id, token=token, forward_url=forward_url), reply_for(response))
 
 
 async def lookup(token: uuid.UUID) -> BinInfo | None:

@@ -47,6 +47,10 @@ class Bin(models.Model):
     # Last capture or visit; bins unused for BIN_EXPIRE_DAYS are deleted (see `delete_expired`).
     last_used_at = models.DateTimeField(default=timezone.now, db_index=True)
     response = models.JSONField(default=dict)
+    # Every new capture is also sent here (auto-forward), or nowhere when null.
+    forward_url = models.TextField(blank=True, default="")
+    # The last resend target, prefilled on the page so resending is one click.
+    last_target_url = models.TextField(blank=True, default="")
 
     def __str__(self) -> str:
         return str(self.token)
@@ -68,7 +72,8 @@ class Bin(models.Model):
             "inspect_url": base + self.inspect_path(),
             "created_at": self.created_at.isoformat(),
             "response": self.response_config,
-            "forward_url": None,
+            "forward_url": self.forward_url or None,
+            "last_target_url": self.last_target_url or None,
             "signature": None,
         }
 
@@ -163,3 +168,60 @@ class Capture(models.Model):
             if cutoff:
                 deleted += cls.objects.filter(bin_id=bin_id, id__lte=cutoff[0]).delete()[0]
         return deleted
+
+
+class Delivery(models.Model):
+    """One send of a capture to a target (a resend from the page or API, or an auto-forward)."""
+
+    RESEND = "resend"
+    FORWARD = "forward"
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="deliveries")
+    kind = models.CharField(max_length=10, default=RESEND)
+    target_url = models.TextField()
+    method = models.TextField()
+    # True when method, headers or body were changed for this send only.
+    edited = models.BooleanField(default=False)
+    sent_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.FloatField(default=0)
+    status = models.IntegerField(null=True)
+    response_headers_json = models.TextField(default="[]")
+    # The first bytes of the answer (see outgoing.KEEP_RESPONSE_BYTES); size is the whole.
+    response_body = models.BinaryField(default=b"")
+    response_size = models.PositiveBigIntegerField(default=0)
+    # Why no answer came, in plain words; empty when the target answered.
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["capture", "-id"], name="delivery_capture_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.target_url}: {self.status or self.error}"
+
+    @property
+    def response_text(self) -> str:
+        return bytes(self.response_body).decode("utf-8", "backslashreplace")
+
+    @property
+    def response_headers(self) -> list[list[str]]:
+        return json.loads(self.response_headers_json)
+
+    def as_json(self) -> dict[str, Any]:
+        body = bytes(self.response_body)
+        return {
+            "id": self.pk,
+            "capture_id": self.capture_id,
+            "kind": self.kind,
+            "target_url": self.target_url,
+            "method": self.method,
+            "edited": self.edited,
+            "sent_at": self.sent_at.isoformat().replace("+00:00", "Z"),
+            "duration_ms": self.duration_ms,
+            "status": self.status,
+            "headers": self.response_headers,
+            "body_base64": base64.b64encode(body).decode("ascii"),
+            "body_text": self.response_text,
+            "body_size": self.response_size,
+            "body_truncated": len(body) < self.response_size,
+            "error": self.error or None,
+        }

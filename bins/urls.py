@@ -13,6 +13,11 @@ urlpatterns = [
     path("bins/", views.new_bin, name="new"),
     path("bins/<token:token>/", views.inspect, name="inspect"),
     path("bins/<token:token>/captures/<int:capture_id>/", views.inspect, name="capture"),
+    path(
+        "bins/<token:token>/captures/<int:capture_id>/resend/",
+        views.resend,
+        name="capture-resend",
+    ),
     path("api/bins", api.bins, name="api-bins"),
     path("api/bins/<token:token>", api.bin_detail, name="api-bin"),
     path("api/bins/<token:token>/captures", api.captures, name="api-captures"),
@@ -20,6 +25,16 @@ urlpatterns = [
         "api/bins/<token:token>/captures/<int:capture_id>",
         api.capture_detail,
         name="api-capture",
+    ),
+    path(
+        "api/bins/<token:token>/captures/<int:capture_id>/resend",
+        api.resend,
+        name="api-capture-resend",
+    ),
+    path(
+        "api/bins/<token:token>/captures/<int:capture_id>/deliveries",
+        api.deliveries,
+        name="api-capture-deliveries",
     ),
     path(
         "api/bins/<token:token>/captures/<int:capture_id>/raw",

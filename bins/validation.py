@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .models import DEFAULT_RESPONSE
+from .outgoing import BadTarget, check_url
 
 RESPONSE_FIELDS = {"status", "headers", "body", "delay_ms"}
 MAX_DELAY_MS = 30_000
@@ -16,18 +17,27 @@ class Invalid(ValueError):
     """A bad request to the API; the message names the problem."""
 
 
-def merge_settings(current: dict[str, Any] | None, data: dict[str, Any]) -> dict[str, Any]:
-    """The bin's new `response` after applying `data`; raises Invalid and changes nothing."""
+def bin_changes(current_response: dict[str, Any] | None, data: dict[str, Any]) -> dict[str, Any]:
+    """The Bin fields to set for a POST or PATCH body; raises Invalid (nothing is changed)."""
     unknown = set(data) - {"response", "forward_url", "signature"}
     if unknown:
         raise Invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
-    for name in ("forward_url", "signature"):
-        if data.get(name) is not None:
-            raise Invalid(f"{name} is not available on this instance yet; only null is accepted")
+    if data.get("signature") is not None:
+        raise Invalid("signature is not available on this instance yet; only null is accepted")
+    changes: dict[str, Any] = {}
+    if "response" in data:
+        changes["response"] = merge_response(current_response, data["response"])
+    if "forward_url" in data:
+        url = data["forward_url"]
+        try:
+            changes["forward_url"] = "" if url in (None, "") else check_url(url)
+        except BadTarget as exc:
+            raise Invalid(f"forward_url: {exc}") from exc
+    return changes
+
+
+def merge_response(current: dict[str, Any] | None, response: Any) -> dict[str, Any]:
     merged = {**DEFAULT_RESPONSE, **(current or {})}
-    if "response" not in data:
-        return merged
-    response = data["response"]
     if not isinstance(response, dict):
         raise Invalid("response must be an object")
     unknown = set(response) - RESPONSE_FIELDS

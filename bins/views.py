@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import display
-from .api import base_url
+from .api import base_url, find_capture, remember_target, resend_edits
 from .capture import parse_token
 from .models import Bin, Capture
+from .outgoing import NOT_FORWARDED, BadTarget
+from .resend import deliver
+from .validation import Invalid
 
 LAST_BIN_COOKIE = "last_bin"
 COOKIE_AGE = 365 * 24 * 3600
@@ -76,7 +80,62 @@ def detail_context(capture: Capture | None) -> dict[str, object]:
         "query": display.query_params(capture),
         "headers": capture.display_headers,
         "body": display.body_view(capture),
+        "edit_headers": "\n".join(
+            f"{n}: {v}" for n, v in capture.display_headers if n not in NOT_FORWARDED
+        ),
+        **deliveries_context(capture),
     }
+
+
+def deliveries_context(capture: Capture, message: str | None = None) -> dict[str, object]:
+    return {
+        "capture": capture,
+        "deliveries": list(capture.deliveries.order_by("-id")[:20]),
+        "last_target_url": capture.bin.last_target_url,
+        "resend_error": message,
+    }
+
+
+@require_POST
+async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpResponse:
+    """The page's resend form: send, record, answer with the delivery history (htmx)."""
+    capture = await database_sync_to_async(find_capture)(token, capture_id)
+    if capture is None:
+        raise Http404("No capture with this id in this bin.")
+    form = request.POST
+    message = None
+    try:
+        edits = resend_edits(form_edits(form, capture)) if form.get("edit") else {}
+        target = form.get("target_url", "").strip() or capture.bin.last_target_url
+        if not target:
+            raise Invalid("Enter a target URL, e.g. http://localhost:3000/webhooks")
+        delivery = await deliver(capture, target, **edits)
+        await database_sync_to_async(remember_target)(capture.bin, delivery.target_url)
+    except (Invalid, BadTarget) as exc:
+        message = str(exc)
+    context = await database_sync_to_async(deliveries_context)(capture, message)
+    if request.htmx:
+        return render(request, "bins/_deliveries.html", context)
+    return redirect("bins:capture", token, capture_id)
+
+
+def form_edits(form: QueryDict, capture: Capture) -> dict[str, object]:
+    """The page's edit fields as the API's resend fields."""
+    headers = []
+    for line in form.get("headers", "").splitlines():
+        if line.strip():
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise Invalid(f"header line {line!r} has no colon")
+            headers.append([name.strip(), value.strip()])
+    edits: dict[str, object] = {"method": form.get("method", "").strip(), "headers": headers}
+    if capture.body_text is not None and "body" in form:
+        # Browsers send textarea line breaks as CRLF; keep the body's own line breaks.
+        body = form["body"]
+        if "\r\n" not in capture.body_text:
+            body = body.replace("\r\n", "\n")
+        edits["body"] = body
+    return edits
 
 
 @require_GET

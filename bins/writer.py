@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from . import live
 from .models import Bin, Capture
+from .resend import forward_later
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class CaptureWriter:
                     stored.append(result)
             if stored:
                 live.publish_captures(stored)
+                forward_later(stored)
 
 
 def commit_batch(captures: list[Capture]) -> list[Capture | Exception]:

@@ -110,8 +110,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests share the database with a real server process, so it has to be a file.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    # Tests share the database with real server processes, so it has to be a file; one per
+    # test run, so that two runs never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -179,6 +182,17 @@ CAPTURES_PER_BIN = env_int("CAPTURES_PER_BIN", 500)
 BIN_EXPIRE_DAYS = env_int("BIN_EXPIRE_DAYS", 30)
 # Requests per second per bin (per process); 0 is off, so a load test runs at full speed.
 BIN_RATE_LIMIT = float(os.environ.get("BIN_RATE_LIMIT", "0") or 0)
+
+# Resend and auto-forward targets. "deny" forbids loopback, private and link-local targets
+# (checked on the resolved address) for instances that face the internet. Cloud metadata
+# addresses are always forbidden unless their host is listed in RESEND_ALLOW_HOSTS.
+RESEND_PRIVATE_TARGETS = os.environ.get("RESEND_PRIVATE_TARGETS", "allow").strip().lower()
+if RESEND_PRIVATE_TARGETS not in {"allow", "deny"}:
+    raise ValueError("RESEND_PRIVATE_TARGETS must be allow or deny")
+RESEND_ALLOW_HOSTS = {
+    h.strip().lower() for h in os.environ.get("RESEND_ALLOW_HOSTS", "").split(",") if h.strip()
+}
+RESEND_TIMEOUT = float(os.environ.get("RESEND_TIMEOUT", "10") or 10)
 
 LOGGING = {
     "version": 1,

@@ -97,3 +97,10 @@ async def live_loop():
     await writer.stop()
     await live.stop()
     await get_channel_layer().flush()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Close connections after each use in tests, so that the threads Channels and asgiref run
+    database calls in hold none when the test database is dropped."""
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0

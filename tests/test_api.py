@@ -76,7 +76,8 @@ def test_get_patch_delete_bin(client, bin_):
         ('{"response": {"headers": [["Content-Length", "5"]]}}', "set by the server"),
         ('{"response": {"body": 5}}', "body"),
         ('{"response": {"delay_ms": -1}}', "delay_ms"),
-        ('{"forward_url": "http://x"}', "forward_url"),
+        ('{"forward_url": "ftp://x"}', "forward_url"),
+        ('{"signature": {"scheme": "stripe"}}', "signature"),
     ],
 )
 def test_invalid_patch_is_400_and_changes_nothing(client, bin_, payload, message):
