@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
-	exec $(BIN)/daphne --bind $(HOST) --port $(PORT) --server-name '' inspector.asgi:application
+	exec $(BIN)/daphne --bind $(HOST) --port $(PORT) --server-name '' --verbosity 0 inspector.asgi:application
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

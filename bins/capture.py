@@ -110,7 +110,7 @@ def build_capture(
     """The unsaved Capture for a request, every field as it arrived."""
     pairs = [[wire_to_text(name), wire_to_text(value)] for name, value in headers]
     content_type = next((v for n, v in pairs if n == "content-type"), "")
-    return Capture(
+    capture = Capture(
         bin=bin,
         method=method,
         path=sub_path,
@@ -122,3 +122,5 @@ def build_capture(
         remote_addr=remote_addr,
         received_at=received_at or datetime.now(UTC),
     )
+    capture._pairs = pairs  # type: ignore[attr-defined]
+    return capture

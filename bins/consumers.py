@@ -18,7 +18,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from .capture import parse_token
-from .live import group_name
+from .live import group_name, live_item
 from .models import Bin, Capture
 
 
@@ -83,11 +83,12 @@ class JsonStreamConsumer(BinStreamConsumer):
 
     def _captures_after(self, after_id: int) -> list[dict[str, Any]]:
         rows = Capture.objects.filter(bin=self.bin, id__gt=after_id).order_by("id")
-        return [c.as_json() for c in rows]
+        return [live_item(c) for c in rows]
 
     async def send_captures(self, captures: list[dict[str, Any]]) -> None:
         for item in captures:
-            await self.send(json.dumps({"type": "capture", "capture": item}))
+            # Equal to json.dumps({"type": "capture", "capture": shape}), without re-encoding.
+            await self.send('{"type": "capture", "capture": ' + item["json"] + "}")
 
     async def send_deleted(self, ids: list[int] | None) -> None:
         await self.send(json.dumps({"type": "deleted", "ids": ids}))
@@ -115,7 +116,7 @@ class PageStreamConsumer(BinStreamConsumer):
     async def send_captures(self, captures: list[dict[str, Any]]) -> None:
         html = render_to_string(
             "bins/_capture_rows_oob.html",
-            {"captures": list(reversed(captures)), "bin": self.bin},
+            {"captures": [item["row"] for item in reversed(captures)], "bin": self.bin},
         )
         await self.send(html)
 

@@ -9,6 +9,7 @@ database when they reconnect (see `bins.consumers`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 import weakref
@@ -73,12 +74,22 @@ def get_publisher() -> Publisher:
     return publisher
 
 
+ROW_FIELDS = ("id", "method", "path", "query_string", "received_at", "body_size", "remote_addr")
+
+
+def live_item(capture: Capture) -> dict[str, Any]:
+    """A capture as the streams carry it: its API JSON as text, serialised once for every
+    listener (and cheap for the channel layer to copy), plus the few fields a list row shows."""
+    shape = capture.as_json()
+    return {"id": shape["id"], "json": json.dumps(shape), "row": {k: shape[k] for k in ROW_FIELDS}}
+
+
 def publish_captures(captures: list[Capture]) -> None:
     """Queue committed captures for their bins' live streams (called from the event loop)."""
     publisher = get_publisher()
     by_bin: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for capture in captures:
-        by_bin.setdefault(capture.bin.token, []).append(capture.as_json())
+        by_bin.setdefault(capture.bin.token, []).append(live_item(capture))
     for token, items in by_bin.items():
         publisher.queue.put_nowait((token, items))
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.urls import reverse
 from django.utils import timezone
 
@@ -120,7 +120,9 @@ class Capture(models.Model):
 
     @property
     def headers(self) -> list[list[str]]:
-        return json.loads(self.headers_json)
+        # build_capture sets _pairs, so the capture path never parses what it just wrote.
+        pairs = self.__dict__.get("_pairs")
+        return pairs if pairs is not None else json.loads(self.headers_json)
 
     @property
     def display_headers(self) -> list[list[str]]:
@@ -159,14 +161,34 @@ class Capture(models.Model):
 
     @classmethod
     def prune_bins(cls, bin_ids: list[int], keep: int | None = None) -> int:
-        """Keep the newest `keep` captures of each bin (healthchecks-style pruning by count)."""
+        """Keep the newest `keep` captures of each bin; returns how many were deleted.
+
+        Runs after every group of captures the writer commits, so it is plain SQL: one index
+        lookup per bin when nothing is due (the ORM's delete() would first load the rows to
+        cascade to their deliveries).
+        """
         keep = settings.CAPTURES_PER_BIN if keep is None else keep
+        capture, delivery = cls._meta.db_table, Delivery._meta.db_table
         deleted = 0
-        for bin_id in bin_ids:
-            newest = cls.objects.filter(bin_id=bin_id).order_by("-id").values_list("id", flat=True)
-            cutoff = list(newest[keep : keep + 1])
-            if cutoff:
-                deleted += cls.objects.filter(bin_id=bin_id, id__lte=cutoff[0]).delete()[0]
+        with connection.cursor() as cursor:
+            for bin_id in bin_ids:
+                cursor.execute(
+                    f"SELECT id FROM {capture} WHERE bin_id = %s "
+                    "ORDER BY id DESC LIMIT 1 OFFSET %s",
+                    [bin_id, keep],
+                )
+                row = cursor.fetchone()
+                if row is None:
+                    continue
+                cursor.execute(
+                    f"DELETE FROM {delivery} WHERE capture_id IN "
+                    f"(SELECT id FROM {capture} WHERE bin_id = %s AND id <= %s)",
+                    [bin_id, row[0]],
+                )
+                cursor.execute(
+                    f"DELETE FROM {capture} WHERE bin_id = %s AND id <= %s", [bin_id, row[0]]
+                )
+                deleted += cursor.rowcount
         return deleted
 
 

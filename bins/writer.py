@@ -81,7 +81,7 @@ def commit_batch(captures: list[Capture]) -> list[Capture | Exception]:
     results: list[Capture | Exception]
     try:
         with transaction.atomic():
-            Capture.objects.bulk_create(captures)
+            insert_captures(captures)
         results = list(captures)
     except DatabaseError:
         _reset_connection()
@@ -117,6 +117,59 @@ def housekeeping(bin_ids: list[int]) -> None:
         _last_expiry_sweep = now
         if deleted := Bin.delete_expired():
             logger.info("deleted %d bin(s) unused for %d days", deleted, settings.BIN_EXPIRE_DAYS)
+
+
+INSERT_FIELDS = (
+    "bin_id",
+    "method",
+    "path",
+    "query_string",
+    "headers_json",
+    "body",
+    "body_size",
+    "content_type",
+    "remote_addr",
+    "received_at",
+)
+
+
+def insert_captures(captures: list[Capture]) -> None:
+    """One multi-row INSERT ... RETURNING id; sets each capture's id.
+
+    What `bulk_create` does, minus the ORM's per-field work, which the profile showed as the
+    largest part of the writer's time. Values go through the fields' own database preparation
+    for the types that need it (the timestamp), so rows are exactly what the ORM would write.
+    """
+    meta = Capture._meta
+    columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in INSERT_FIELDS)
+    row = "(" + ", ".join(["%s"] * len(INSERT_FIELDS)) + ")"
+    received = meta.get_field("received_at")
+    params: list[object] = []
+    for c in captures:
+        params += [
+            c.bin_id,
+            c.method,
+            c.path,
+            c.query_string,
+            c.headers_json,
+            c.body,
+            c.body_size,
+            c.content_type,
+            c.remote_addr,
+            received.get_db_prep_value(c.received_at, connection),
+        ]
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "
+        f"VALUES {', '.join([row] * len(captures))} RETURNING id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        # Rows get ids in VALUES order, but RETURNING may list them in any order (SQLite says
+        # so): sorted, they match the captures again.
+        ids = sorted(r[0] for r in cursor.fetchall())
+    for capture, pk in zip(captures, ids, strict=True):
+        capture.pk = pk
+        capture._state.adding = False
 
 
 def _insert_one(capture: Capture) -> Capture | Exception:

@@ -61,7 +61,7 @@ def start_server(data_dir: Path, port: int | None = None, **env: str) -> Server:
         proc = subprocess.Popen(
             [
                 *(str(daphne), "--bind", "127.0.0.1", "--port", str(port)),
-                *("--server-name", "", "inspector.asgi:application"),
+                *("--server-name", "", "--verbosity", "0", "inspector.asgi:application"),
             ],
             cwd=ROOT,
             env=full_env,

@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from bins.live import group_name
+from bins.live import group_name, live_item
 from bins.models import Capture
 from inspector.asgi import application
 
@@ -65,7 +65,7 @@ async def test_what_the_catch_up_sent_is_not_sent_again(bin_):
     assert json.loads(await ws.receive_from(timeout=5))["capture"]["id"] == c.id
     # The same capture announced after the catch-up read it (a commit racing the connect).
     await get_channel_layer().group_send(
-        group_name(bin_.token), {"type": "captures.new", "captures": [c.as_json()]}
+        group_name(bin_.token), {"type": "captures.new", "captures": [live_item(c)]}
     )
     assert await ws.receive_nothing(timeout=0.3)
     await ws.disconnect()
