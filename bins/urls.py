@@ -12,6 +12,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("bins/", views.new_bin, name="new"),
     path("bins/<token:token>/", views.inspect, name="inspect"),
+    path("bins/<token:token>/clear/", views.clear, name="clear"),
     path("bins/<token:token>/captures/<int:capture_id>/", views.inspect, name="capture"),
     path(
         "bins/<token:token>/captures/<int:capture_id>/resend/",

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import display
 from .api import base_url, find_capture, remember_target, resend_edits
 from .capture import parse_token
+from .live import announce_deleted
 from .models import Bin, Capture
 from .outgoing import NOT_FORWARDED, BadTarget
 from .resend import deliver
@@ -36,6 +37,17 @@ def home(request: HttpRequest) -> HttpResponse:
     if bin_ is None:
         bin_ = Bin.objects.create()
     return _remember(redirect(bin_.inspect_path()), bin_)
+
+
+@require_POST
+def clear(request: HttpRequest, token: str) -> HttpResponse:
+    """Delete every capture of the bin (the page's Clear button)."""
+    bin_ = Bin.objects.filter(token=token).first()
+    if bin_ is None:
+        raise Http404("No bin with this token.")
+    bin_.captures.all().delete()
+    announce_deleted(bin_.token, None)
+    return redirect(bin_.inspect_path())
 
 
 @require_POST

@@ -145,3 +145,13 @@ def test_healthz(client, transactional_db):
     r = client.get("/healthz")
     assert r.status_code == 200
     assert r.json()["ok"] is True
+
+
+def test_clear_deletes_every_capture_of_the_bin(client, bin_):
+    make_capture(bin_, b"x")
+    other = Bin.objects.create()
+    make_capture(other, b"y")
+    r = client.post(f"/bins/{bin_.token}/clear/")
+    assert r.status_code == 302
+    assert not bin_.captures.exists() and other.captures.count() == 1
+    assert client.get(f"/bins/{bin_.token}/clear/").status_code == 405
