@@ -30,13 +30,17 @@ class Publisher:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[tuple[uuid.UUID, list[dict[str, Any]]]] = asyncio.Queue()
+        self.idle = asyncio.Event()
         self.task = loop.create_task(self._run(), name="live-publisher")
 
     async def _run(self) -> None:
         layer = get_channel_layer()
         while True:
             pending: dict[uuid.UUID, list[dict[str, Any]]] = {}
+            if self.queue.empty():
+                self.idle.set()
             token, captures = await self.queue.get()
+            self.idle.clear()
             pending.setdefault(token, []).extend(captures)
             while not self.queue.empty():
                 token, captures = self.queue.get_nowait()
@@ -106,8 +110,10 @@ def announce_deleted(token: uuid.UUID, ids: list[int] | None) -> None:
 
 
 async def stop() -> None:
-    """Stop this event loop's publisher (tests: each test has its own loop)."""
+    """Stop this event loop's publisher once it has sent what it holds (tests: each test has
+    its own loop; a send cancelled halfway through a Redis connect may never return)."""
     current = _publishers.pop(asyncio.get_running_loop(), None)
     if current is not None:
+        await asyncio.wait([asyncio.ensure_future(current.idle.wait())], timeout=2)
         current.task.cancel()
         await asyncio.wait([current.task], timeout=2)
