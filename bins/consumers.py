@@ -108,10 +108,22 @@ class PageStreamConsumer(BinStreamConsumer):
             .defer("body", "headers_json")
             .order_by("-id")[: settings.CAPTURES_PER_BIN]
         )
-        html = render_to_string(
-            "bins/_capture_list.html", {"captures": captures, "bin": self.bin, "oob": True}
-        )
+        context = {
+            "captures": captures,
+            "bin": self.bin,
+            "oob": True,
+            "capture_url": self.bin.capture_url(self.base_url()),
+        }
+        html = render_to_string("bins/_capture_list.html", context)
         return html, [c.id for c in captures]
+
+    def base_url(self) -> str:
+        """The instance's base URL as this page sees it (like `api.base_url` for requests)."""
+        if settings.PUBLIC_URL:
+            return settings.PUBLIC_URL
+        host = dict(self.scope.get("headers", ())).get(b"host", b"").decode("latin-1")
+        scheme = "https" if self.scope.get("scheme") == "wss" else "http"
+        return f"{scheme}://{host}"
 
     async def send_captures(self, captures: list[dict[str, Any]]) -> None:
         html = render_to_string(
