@@ -5,7 +5,7 @@ import base64
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from bins.models import Bin, Capture, text_to_wire
@@ -26,7 +26,7 @@ def captures_of(bin_):
 async def test_every_method_is_stored_as_sent(bin_, method):
     answer = await asgi_http(f"/{bin_.token}", method=method, body=b"x")
     assert answer.status == 200
-    [c] = await sync_to_async(captures_of)(bin_)
+    [c] = await database_sync_to_async(captures_of)(bin_)
     assert c.method == method
     assert c.body_bytes == b"x"
 
@@ -47,7 +47,7 @@ async def test_request_is_stored_byte_exact(bin_):
         body=body,
     )
     assert answer.status == 200
-    [c] = await sync_to_async(captures_of)(bin_)
+    [c] = await database_sync_to_async(captures_of)(bin_)
     assert c.path == "/hooks/a%20b/%2F"
     assert c.query_string == "k=1&k=2&empty=&flag&enc=%26%3D"
     assert [(text_to_wire(n), text_to_wire(v)) for n, v in c.headers] == headers
@@ -71,14 +71,14 @@ async def test_request_is_stored_byte_exact(bin_):
 async def test_any_body_is_kept_exactly(bin_, body):
     answer = await asgi_http(f"/{bin_.token}", body=body)
     assert answer.status == 200
-    [c] = await sync_to_async(captures_of)(bin_)
+    [c] = await database_sync_to_async(captures_of)(bin_)
     assert c.body_bytes == body
     assert base64.b64decode(c.as_json()["body_base64"]) == body
 
 
 async def test_body_in_several_chunks_is_joined(bin_):
     await asgi_http(f"/{bin_.token}", body=[b"ab", b"", b"cd", b"ef"])
-    [c] = await sync_to_async(captures_of)(bin_)
+    [c] = await database_sync_to_async(captures_of)(bin_)
     assert c.body_bytes == b"abcdef"
 
 
@@ -87,7 +87,7 @@ async def test_unknown_token_is_404_json_and_stores_nothing(transactional_db):
     assert answer.status == 404
     assert json.loads(answer.body)["error"]
     assert (b"content-type", b"application/json") in answer.headers
-    assert await sync_to_async(Capture.objects.count)() == 0
+    assert await database_sync_to_async(Capture.objects.count)() == 0
 
 
 async def test_non_canonical_token_is_404(bin_):
@@ -95,7 +95,7 @@ async def test_non_canonical_token_is_404(bin_):
         answer = await asgi_http(path, body=b"hello")
         assert answer.status == 404
         assert json.loads(answer.body)["error"]
-    assert await sync_to_async(Capture.objects.count)() == 0
+    assert await database_sync_to_async(Capture.objects.count)() == 0
 
 
 async def test_body_over_the_limit_is_413_and_stores_nothing(bin_, settings):
@@ -105,11 +105,11 @@ async def test_body_over_the_limit_is_413_and_stores_nothing(bin_, settings):
     assert "1000" in json.loads(answer.body)["error"]
     answer = await asgi_http(f"/{bin_.token}", body=b"c" * 1000)
     assert answer.status == 200
-    assert [c.body_size for c in await sync_to_async(captures_of)(bin_)] == [1000]
+    assert [c.body_size for c in await database_sync_to_async(captures_of)(bin_)] == [1000]
 
 
 async def test_reply_is_the_bins_configured_response(transactional_db):
-    bin_ = await sync_to_async(Bin.objects.create)(
+    bin_ = await database_sync_to_async(Bin.objects.create)(
         response={"status": 503, "headers": [["Retry-After", "7"]], "body": "try later"}
     )
     answer = await asgi_http(f"/{bin_.token}", body=b"x")
@@ -117,7 +117,7 @@ async def test_reply_is_the_bins_configured_response(transactional_db):
     assert (b"Retry-After", b"7") in answer.headers
     assert (b"content-length", b"9") in answer.headers
     assert answer.body == b"try later"
-    assert len(await sync_to_async(captures_of)(bin_)) == 1
+    assert len(await database_sync_to_async(captures_of)(bin_)) == 1
 
 
 async def test_concurrent_requests_are_all_stored(bin_):
@@ -126,7 +126,7 @@ async def test_concurrent_requests_are_all_stored(bin_):
         *(asgi_http(f"/{bin_.token}/{i}", body=str(i).encode()) for i in range(n))
     )
     assert {a.status for a in answers} == {200}
-    stored = await sync_to_async(captures_of)(bin_)
+    stored = await database_sync_to_async(captures_of)(bin_)
     assert sorted(c.body_bytes for c in stored) == sorted(str(i).encode() for i in range(n))
 
 
@@ -134,7 +134,7 @@ async def test_pruning_keeps_the_newest(bin_, settings):
     settings.CAPTURES_PER_BIN = 5
     for i in range(8):
         await asgi_http(f"/{bin_.token}/{i}")
-    assert [c.path for c in await sync_to_async(captures_of)(bin_)] == [
+    assert [c.path for c in await database_sync_to_async(captures_of)(bin_)] == [
         "/3",
         "/4",
         "/5",
@@ -153,7 +153,7 @@ async def test_capture_is_pushed_live_after_it_is_stored(bin_):
     assert frame["type"] == "capture"
     assert frame["capture"]["path"] == "/live"
     assert frame["capture"]["body_text"] == '{"n": 1}'
-    stored = await sync_to_async(Capture.objects.get)(id=frame["capture"]["id"])
+    stored = await database_sync_to_async(Capture.objects.get)(id=frame["capture"]["id"])
     assert stored.as_json() == frame["capture"]
     await ws.disconnect()
 

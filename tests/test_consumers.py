@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
@@ -36,8 +36,8 @@ async def test_unknown_bin_is_refused(transactional_db):
 
 
 async def test_json_stream_catches_up_after_an_id_then_goes_live(bin_):
-    first = await sync_to_async(add_capture)(bin_, "/old")
-    missed = [await sync_to_async(add_capture)(bin_, f"/missed{i}") for i in range(3)]
+    first = await database_sync_to_async(add_capture)(bin_, "/old")
+    missed = [await database_sync_to_async(add_capture)(bin_, f"/missed{i}") for i in range(3)]
     ws, connected = await connect(f"/ws/bins/{bin_.token}/json/?after={first.id}")
     assert connected
     frames = [json.loads(await ws.receive_from(timeout=5)) for _ in missed]
@@ -52,7 +52,7 @@ async def test_json_stream_catches_up_after_an_id_then_goes_live(bin_):
 
 
 async def test_json_stream_without_after_sends_only_new_captures(bin_):
-    await sync_to_async(add_capture)(bin_, "/old")
+    await database_sync_to_async(add_capture)(bin_, "/old")
     ws, connected = await connect(f"/ws/bins/{bin_.token}/json/")
     assert connected
     assert await ws.receive_nothing(timeout=0.2)
@@ -60,7 +60,7 @@ async def test_json_stream_without_after_sends_only_new_captures(bin_):
 
 
 async def test_what_the_catch_up_sent_is_not_sent_again(bin_):
-    c = await sync_to_async(add_capture)(bin_, "/once")
+    c = await database_sync_to_async(add_capture)(bin_, "/once")
     ws, _ = await connect(f"/ws/bins/{bin_.token}/json/?after=0")
     assert json.loads(await ws.receive_from(timeout=5))["capture"]["id"] == c.id
     # The same capture announced after the catch-up read it (a commit racing the connect).
@@ -79,7 +79,7 @@ async def test_bad_after_is_an_error_frame(bin_):
 
 
 async def test_page_stream_sends_the_list_then_new_rows(bin_):
-    await sync_to_async(add_capture)(bin_, "/before")
+    await database_sync_to_async(add_capture)(bin_, "/before")
     ws, connected = await connect(f"/ws/bins/{bin_.token}/")
     assert connected
     listing = await ws.receive_from(timeout=5)
@@ -94,10 +94,10 @@ async def test_page_stream_sends_the_list_then_new_rows(bin_):
 
 
 async def test_page_stream_resends_the_list_when_captures_are_deleted(bin_):
-    await sync_to_async(add_capture)(bin_, "/gone")
+    await database_sync_to_async(add_capture)(bin_, "/gone")
     ws, _ = await connect(f"/ws/bins/{bin_.token}/")
     assert "/gone" in await ws.receive_from(timeout=5)
-    await sync_to_async(lambda: Capture.objects.all().delete())()
+    await database_sync_to_async(lambda: Capture.objects.all().delete())()
     await get_channel_layer().group_send(
         group_name(bin_.token), {"type": "captures.deleted", "ids": None}
     )

@@ -4,7 +4,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -34,7 +34,7 @@ async def test_rate_limit_answers_429_and_stores_nothing_over_it(bin_, settings)
     assert [a.status for a in answers] == [200, 200, 200, 429, 429]
     assert (b"retry-after", b"1") in answers[3].headers
     assert "Too many requests" in json.loads(answers[3].body)["error"]
-    assert await sync_to_async(Capture.objects.filter(bin=bin_).count)() == 3
+    assert await database_sync_to_async(Capture.objects.filter(bin=bin_).count)() == 3
 
 
 @pytest.mark.django_db(transaction=True)
@@ -81,7 +81,9 @@ def test_visiting_the_page_marks_the_bin_used(client):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("live_loop")
 async def test_a_capture_marks_the_bin_used(transactional_db):
-    bin_ = await sync_to_async(Bin.objects.create)(last_used_at=timezone.now() - timedelta(days=5))
+    bin_ = await database_sync_to_async(Bin.objects.create)(
+        last_used_at=timezone.now() - timedelta(days=5)
+    )
     await asgi_http(f"/{bin_.token}", body=b"x")
-    await sync_to_async(bin_.refresh_from_db)()
+    await database_sync_to_async(bin_.refresh_from_db)()
     assert timezone.now() - bin_.last_used_at < timedelta(minutes=1)

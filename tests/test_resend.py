@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 import standardwebhooks
 import stripe
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from bins.models import Bin, Capture, Delivery
 from bins.outgoing import is_private
@@ -33,7 +33,7 @@ def target():
 async def capture_via_asgi(bin_, path="/hook", method="POST", headers=(), body=b""):
     answer = await asgi_http(f"/{bin_.token}{path}", method=method, headers=headers, body=body)
     assert answer.status == 200
-    return await sync_to_async(lambda: Capture.objects.filter(bin=bin_).latest("id"))()
+    return await database_sync_to_async(lambda: Capture.objects.filter(bin=bin_).latest("id"))()
 
 
 async def api_resend(client_token, capture_id, payload):
@@ -133,7 +133,7 @@ async def test_edit_before_resend_changes_only_that_send(bin_, target):
     assert (got.method, got.body) == ("PUT", b"edited")
     assert target.header("x-b") == "2"
     assert "x-a" not in [n.lower() for n, _ in got.headers]
-    stored = await sync_to_async(Capture.objects.get)(id=c.id)
+    stored = await database_sync_to_async(Capture.objects.get)(id=c.id)
     assert stored.body_bytes == b"original" and stored.method == "POST"
 
 
@@ -155,7 +155,7 @@ async def test_bad_resend_input_is_400_and_records_nothing(bin_, payload, messag
     status, body = await api_resend(bin_.token, c.id, payload)
     assert status == 400
     assert message in body["error"]
-    assert await sync_to_async(Delivery.objects.count)() == 0
+    assert await database_sync_to_async(Delivery.objects.count)() == 0
 
 
 async def test_failures_are_recorded_in_plain_words(bin_, settings):
@@ -166,7 +166,7 @@ async def test_failures_are_recorded_in_plain_words(bin_, settings):
     assert refused["status"] is None and "connection refused" in refused["error"]
     status, dns = await api_resend(bin_.token, c.id, {"target_url": "http://no-such-host.invalid/"})
     assert status == 201 and "DNS lookup failed" in dns["error"]
-    assert await sync_to_async(Delivery.objects.filter(capture=c).count)() == 2
+    assert await database_sync_to_async(Delivery.objects.filter(capture=c).count)() == 2
 
 
 async def test_a_slow_target_times_out(bin_, settings):
@@ -229,27 +229,32 @@ async def test_redirects_are_not_followed(bin_, target):
 
 
 async def test_auto_forward_sends_each_new_capture_and_records_it(transactional_db, target):
-    bin_ = await sync_to_async(Bin.objects.create)(forward_url=target.url + "/fwd")
+    bin_ = await database_sync_to_async(Bin.objects.create)(forward_url=target.url + "/fwd")
     c = await capture_via_asgi(bin_, body=b"forward me")
     deadline = time.monotonic() + 5
-    while not await sync_to_async(Delivery.objects.filter(capture=c).exists)():
+    while not await database_sync_to_async(Delivery.objects.filter(capture=c).exists)():
         assert time.monotonic() < deadline, "no forward recorded"
         await asyncio.sleep(0.05)
-    delivery = await sync_to_async(Delivery.objects.get)(capture=c)
+    delivery = await database_sync_to_async(Delivery.objects.get)(capture=c)
     assert delivery.kind == "forward" and delivery.status == 200
     assert target.received[-1].body == b"forward me" and target.received[-1].path == "/fwd"
 
 
 async def test_auto_forward_to_a_dead_target_never_fails_the_capture(transactional_db):
-    bin_ = await sync_to_async(Bin.objects.create)(forward_url=f"http://127.0.0.1:{free_port()}/")
+    bin_ = await database_sync_to_async(Bin.objects.create)(
+        forward_url=f"http://127.0.0.1:{free_port()}/"
+    )
     answer = await asgi_http(f"/{bin_.token}", body=b"x")
     assert answer.status == 200
-    c = await sync_to_async(Capture.objects.get)(bin=bin_)
+    c = await database_sync_to_async(Capture.objects.get)(bin=bin_)
     deadline = time.monotonic() + 5
-    while not await sync_to_async(Delivery.objects.filter(capture=c).exists)():
+    while not await database_sync_to_async(Delivery.objects.filter(capture=c).exists)():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    assert "connection refused" in (await sync_to_async(Delivery.objects.get)(capture=c)).error
+    assert (
+        "connection refused"
+        in (await database_sync_to_async(Delivery.objects.get)(capture=c)).error
+    )
 
 
 def test_page_resend_form_records_and_shows_the_delivery(client, bin_, target):
