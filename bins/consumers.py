@@ -43,7 +43,7 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def captures_new(self, event: dict[str, Any]) -> None:
-        fresh = [c for c in event["captures"] if c["id"] not in self.sent]
+        fresh = [item for item in event["captures"] if item[0] not in self.sent]
         if fresh:
             await self.send_captures(fresh)
 
@@ -57,7 +57,7 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
     async def catch_up(self) -> None:
         raise NotImplementedError
 
-    async def send_captures(self, captures: list[dict[str, Any]]) -> None:
+    async def send_captures(self, captures: list[list[Any]]) -> None:
         raise NotImplementedError
 
     async def send_deleted(self, ids: list[int] | None) -> None:
@@ -78,17 +78,17 @@ class JsonStreamConsumer(BinStreamConsumer):
             await self.close(code=4400)
             return
         captures = await database_sync_to_async(self._captures_after)(after_id)
-        self.sent.update(c["id"] for c in captures)
+        self.sent.update(item[0] for item in captures)
         await self.send_captures(captures)
 
-    def _captures_after(self, after_id: int) -> list[dict[str, Any]]:
+    def _captures_after(self, after_id: int) -> list[list[Any]]:
         rows = Capture.objects.filter(bin=self.bin, id__gt=after_id).order_by("id")
         return [live_item(c) for c in rows]
 
-    async def send_captures(self, captures: list[dict[str, Any]]) -> None:
-        for item in captures:
+    async def send_captures(self, captures: list[list[Any]]) -> None:
+        for _, text in captures:
             # Equal to json.dumps({"type": "capture", "capture": shape}), without re-encoding.
-            await self.send('{"type": "capture", "capture": ' + item["json"] + "}")
+            await self.send('{"type": "capture", "capture": ' + text + "}")
 
     async def send_deleted(self, ids: list[int] | None) -> None:
         await self.send(json.dumps({"type": "deleted", "ids": ids}))
@@ -125,11 +125,9 @@ class PageStreamConsumer(BinStreamConsumer):
         scheme = "https" if self.scope.get("scheme") == "wss" else "http"
         return f"{scheme}://{host}"
 
-    async def send_captures(self, captures: list[dict[str, Any]]) -> None:
-        html = render_to_string(
-            "bins/_capture_rows_oob.html",
-            {"captures": [item["row"] for item in reversed(captures)], "bin": self.bin},
-        )
+    async def send_captures(self, captures: list[list[Any]]) -> None:
+        rows = [json.loads(text) for _, text in reversed(captures)]
+        html = render_to_string("bins/_capture_rows_oob.html", {"captures": rows, "bin": self.bin})
         await self.send(html)
 
     async def send_deleted(self, ids: list[int] | None) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from .capture import Pending
 from .models import Capture
 
 logger = logging.getLogger(__name__)
@@ -29,14 +30,14 @@ def group_name(token: uuid.UUID | str) -> str:
 class Publisher:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[tuple[uuid.UUID, list[dict[str, Any]]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[uuid.UUID, list[list[Any]]]] = asyncio.Queue()
         self.idle = asyncio.Event()
         self.task = loop.create_task(self._run(), name="live-publisher")
 
     async def _run(self) -> None:
         layer = get_channel_layer()
         while True:
-            pending: dict[uuid.UUID, list[dict[str, Any]]] = {}
+            pending: dict[uuid.UUID, list[list[Any]]] = {}
             if self.queue.empty():
                 self.idle.set()
             token, captures = await self.queue.get()
@@ -49,17 +50,23 @@ class Publisher:
                 await send_captures(layer, token, captures)
 
 
-async def send_captures(layer: Any, token: uuid.UUID, captures: list[dict[str, Any]]) -> bool:
+# A push that has not gone through by then is given up (and logged): with Redis down, a send can
+# wait on a connection that is not coming back, and everything queued behind it would wait too.
+SEND_TIMEOUT = 2.0
+
+
+async def send_captures(layer: Any, token: uuid.UUID, captures: list[list[Any]]) -> bool:
+    message = {"type": "captures.new", "captures": captures}
     try:
-        await layer.group_send(group_name(token), {"type": "captures.new", "captures": captures})
+        await asyncio.wait_for(layer.group_send(group_name(token), message), SEND_TIMEOUT)
         return True
     except Exception:
         logger.exception(
             "live push failed for bin %s (captures %s..%s are stored; clients catch up on "
             "reconnect)",
             token,
-            captures[0]["id"],
-            captures[-1]["id"],
+            captures[0][0],
+            captures[-1][0],
         )
         return False
 
@@ -72,26 +79,23 @@ _publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher] = (
 
 def get_publisher() -> Publisher:
     loop = asyncio.get_running_loop()
-    publisher = _publishers.get(loop)
+    publisher = _publishers.get(loop)  # one dict lookup per batch, not per capture
     if publisher is None or publisher.task.done():
         publisher = _publishers[loop] = Publisher(loop)
     return publisher
 
 
-ROW_FIELDS = ("id", "method", "path", "query_string", "received_at", "body_size", "remote_addr")
-
-
-def live_item(capture: Capture) -> dict[str, Any]:
-    """A capture as the streams carry it: its API JSON as text, serialised once for every
-    listener (and cheap for the channel layer to copy), plus the few fields a list row shows."""
+def live_item(capture: Capture | Pending) -> list[Any]:
+    """A capture as the streams carry it: `[id, its API JSON as text]`. Serialised once for
+    every listener, and nearly free for the in-memory layer, which deep-copies each message."""
     shape = capture.as_json()
-    return {"id": shape["id"], "json": json.dumps(shape), "row": {k: shape[k] for k in ROW_FIELDS}}
+    return [shape["id"], json.dumps(shape)]
 
 
-def publish_captures(captures: list[Capture]) -> None:
+def publish_captures(captures: list[Pending]) -> None:
     """Queue committed captures for their bins' live streams (called from the event loop)."""
     publisher = get_publisher()
-    by_bin: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    by_bin: dict[uuid.UUID, list[list[Any]]] = {}
     for capture in captures:
         by_bin.setdefault(capture.bin.token, []).append(live_item(capture))
     for token, items in by_bin.items():

@@ -38,7 +38,35 @@ def text_to_wire(text: str) -> bytes:
 
 def display_text(text: str) -> str:
     """Readable form of wire text: bytes that are not UTF-8 show as `\\xNN`."""
+    if text.isascii():  # nearly every header: nothing to do
+        return text
     return text_to_wire(text).decode("utf-8", "backslashreplace")
+
+
+def capture_json(c: Any) -> dict[str, Any]:
+    """A capture's JSON shape: the one place it is built, for the API, the JSON stream and the
+    page. `c` is a stored Capture or a capture on its way to the database (`capture.Pending`)."""
+    body = c.body_bytes
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {
+        "id": c.pk,
+        "method": c.method,
+        "path": c.path,
+        "query_string": c.query_string,
+        "headers": [[display_text(n), display_text(v)] for n, v in c.headers],
+        "body_size": c.body_size,
+        "body_base64": base64.b64encode(body).decode("ascii"),
+        "body_text": text,
+        "content_type": c.content_type,
+        "remote_addr": c.remote_addr,
+        "received_at": c.received_at.isoformat().replace("+00:00", "Z"),
+        "signature": None,
+        "event_id": None,
+        "duplicate_of": None,
+    }
 
 
 class Bin(models.Model):
@@ -120,9 +148,7 @@ class Capture(models.Model):
 
     @property
     def headers(self) -> list[list[str]]:
-        # build_capture sets _pairs, so the capture path never parses what it just wrote.
-        pairs = self.__dict__.get("_pairs")
-        return pairs if pairs is not None else json.loads(self.headers_json)
+        return json.loads(self.headers_json)
 
     @property
     def display_headers(self) -> list[list[str]]:
@@ -141,23 +167,7 @@ class Capture(models.Model):
             return None
 
     def as_json(self) -> dict[str, Any]:
-        """The capture's JSON shape: the one place it is built (API, JSON stream, page)."""
-        return {
-            "id": self.pk,
-            "method": self.method,
-            "path": self.path,
-            "query_string": self.query_string,
-            "headers": self.display_headers,
-            "body_size": self.body_size,
-            "body_base64": base64.b64encode(self.body_bytes).decode("ascii"),
-            "body_text": self.body_text,
-            "content_type": self.content_type,
-            "remote_addr": self.remote_addr,
-            "received_at": self.received_at.isoformat().replace("+00:00", "Z"),
-            "signature": None,
-            "event_id": None,
-            "duplicate_of": None,
-        }
+        return capture_json(self)
 
     @classmethod
     def prune_bins(cls, bin_ids: list[int], keep: int | None = None) -> int:

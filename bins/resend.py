@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from . import outgoing
+from .capture import Pending
 from .models import Capture, Delivery, text_to_wire
 from .outgoing import BadTarget
 
@@ -104,11 +105,11 @@ _slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 MAX_CONCURRENT_FORWARDS = 32
 
 
-def forward_later(captures: list[Capture]) -> None:
+def forward_later(captures: list[Pending]) -> None:
     """Start forwarding the captures of bins that have a forward_url (from the event loop)."""
     for capture in captures:
         if capture.bin.forward_url:
-            task = asyncio.get_running_loop().create_task(_forward(capture))
+            task = asyncio.get_running_loop().create_task(_forward(capture.to_model()))
             _forwarding.add(task)
             task.add_done_callback(_forwarding.discard)
 

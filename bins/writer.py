@@ -22,6 +22,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from . import live
+from .capture import Pending
 from .models import Bin, Capture
 from .resend import forward_later
 
@@ -37,12 +38,12 @@ _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-writer
 class CaptureWriter:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[tuple[Capture, asyncio.Future[Capture]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Pending, asyncio.Future[Pending]]] = asyncio.Queue()
         self.task = loop.create_task(self._run(), name="capture-writer")
 
-    async def store(self, capture: Capture) -> Capture:
+    async def store(self, capture: Pending) -> Pending:
         """Queue a capture and wait until it is committed; raises if it could not be stored."""
-        future: asyncio.Future[Capture] = self.loop.create_future()
+        future: asyncio.Future[Pending] = self.loop.create_future()
         self.queue.put_nowait((capture, future))
         return await future
 
@@ -57,7 +58,7 @@ class CaptureWriter:
             except Exception as exc:  # the thread itself failed: refuse the whole batch
                 logger.exception("capture writer failed")
                 results = [exc] * len(batch)
-            stored: list[Capture] = []
+            stored: list[Pending] = []
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():  # the client went away
                     pass
@@ -72,13 +73,13 @@ class CaptureWriter:
                 forward_later(stored)
 
 
-def commit_batch(captures: list[Capture]) -> list[Capture | Exception]:
+def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
     """Insert captures in one transaction (runs in the writer thread), then prune their bins.
 
     If the group fails (say a bin was deleted a moment ago by another process), each capture is
     retried on its own, so one bad capture never costs the others theirs.
     """
-    results: list[Capture | Exception]
+    results: list[Pending | Exception]
     try:
         with transaction.atomic():
             insert_captures(captures)
@@ -86,7 +87,7 @@ def commit_batch(captures: list[Capture]) -> list[Capture | Exception]:
     except DatabaseError:
         _reset_connection()
         results = [_insert_one(capture) for capture in captures]
-    bin_ids = sorted({c.bin_id for c in results if isinstance(c, Capture)})
+    bin_ids = sorted({c.bin_id for c in results if isinstance(c, Pending)})
     try:
         housekeeping(bin_ids)
     except DatabaseError:
@@ -133,7 +134,7 @@ INSERT_FIELDS = (
 )
 
 
-def insert_captures(captures: list[Capture]) -> None:
+def insert_captures(captures: list[Pending]) -> None:
     """One multi-row INSERT ... RETURNING id; sets each capture's id.
 
     What `bulk_create` does, minus the ORM's per-field work, which the profile showed as the
@@ -169,14 +170,12 @@ def insert_captures(captures: list[Capture]) -> None:
         ids = sorted(r[0] for r in cursor.fetchall())
     for capture, pk in zip(captures, ids, strict=True):
         capture.pk = pk
-        capture._state.adding = False
 
 
-def _insert_one(capture: Capture) -> Capture | Exception:
-    capture.pk = None
+def _insert_one(capture: Pending) -> Pending | Exception:
     try:
         with transaction.atomic():
-            capture.save(force_insert=True)
+            insert_captures([capture])
         return capture
     except DatabaseError as exc:
         logger.warning("capture for bin %s refused by the database: %s", capture.bin_id, exc)
@@ -202,18 +201,25 @@ _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CaptureWriter] = 
 _lock = threading.Lock()
 
 
+_last: tuple[asyncio.AbstractEventLoop | None, CaptureWriter | None] = (None, None)
+
+
 def get_writer() -> CaptureWriter:
     """The writer of the running event loop (Daphne has one; tests may make several)."""
+    global _last
     loop = asyncio.get_running_loop()
+    if _last[0] is loop and _last[1] is not None and not _last[1].task.done():
+        return _last[1]  # the hot path: no weak-dictionary lookup per capture
     writer = _writers.get(loop)
     if writer is None or writer.task.done():
         with _lock:
             writer = CaptureWriter(loop)
             _writers[loop] = writer
+    _last = (loop, writer)
     return writer
 
 
-async def store(capture: Capture) -> Capture:
+async def store(capture: Pending) -> Pending:
     return await get_writer().store(capture)
 
 
@@ -229,6 +235,8 @@ def close_connection() -> None:
 
 async def stop() -> None:
     """Stop this event loop's writer (tests: each test has its own loop)."""
+    global _last
+    _last = (None, None)
     current = _writers.pop(asyncio.get_running_loop(), None)
     if current is not None:
         current.task.cancel()

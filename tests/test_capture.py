@@ -65,7 +65,7 @@ def test_build_capture_keeps_everything_byte_exact():
     stored = json.loads(c.headers_json)
     assert [(text_to_wire(n), text_to_wire(v)) for n, v in stored] == headers
     # The API shows undecodable bytes readably, valid UTF-8 as text.
-    assert c.display_headers[3] == ["x-bytes", "café \\xff\x00"]
+    assert c.as_json()["headers"][3] == ["x-bytes", "café \\xff\x00"]
     assert c.received_at.tzinfo is not None
 
 
