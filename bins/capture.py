@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from .models import DEFAULT_RESPONSE, Bin, Capture, capture_json, wire_to_text
 
 # The first path segment looks like a token in some form: those paths belong to the capture
@@ -145,6 +147,16 @@ class Pending:
         )
 
 
+def dump_headers(pairs: list[list[str]]) -> str:
+    """Header pairs as stored JSON text. orjson is several times faster than json on this hot
+    path, but refuses the lone surrogates that stand for bytes that are not UTF-8; json writes
+    them as escapes, which read back exactly."""
+    try:
+        return orjson.dumps(pairs).decode()
+    except TypeError:
+        return json.dumps(pairs)
+
+
 def build_capture(
     bin: Bin,
     method: str,
@@ -164,7 +176,7 @@ def build_capture(
         sub_path,
         query_string.decode("latin-1"),
         pairs,
-        json.dumps(pairs),
+        dump_headers(pairs),
         body,
         content_type,
         remote_addr,

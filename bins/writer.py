@@ -69,8 +69,13 @@ class CaptureWriter:
                 if not isinstance(result, BaseException):
                     stored.append(result)
             if stored:
-                live.publish_captures(stored)
-                forward_later(stored)
+                try:
+                    live.publish_captures(stored)
+                    forward_later(stored)
+                except Exception:
+                    # Never let announcing kill the writer: the captures are stored, and
+                    # clients catch up from the database.
+                    logger.exception("announcing captures %s failed", [c.pk for c in stored])
 
 
 def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
