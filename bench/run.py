@@ -14,7 +14,10 @@ db 14), it measures:
 3. Memory: the server's RSS after a warm-up and after 100k more captures, pruning on.
 4. Database bytes per capture.
 
-A summary table is printed at the end and written as JSON to bench/results/<timestamp>.json.
+The machine may be shared: each measurement also records how much of CPU 0 other processes
+used meanwhile, and one where that exceeds 10% is taken again (3 tries at most, the quietest
+kept). A summary table is printed at the end and written as JSON to
+bench/results/<timestamp>.json.
 Only 127.0.0.1 is used. Every server, listener and database made here is stopped or dropped at
 the end, on error too.
 """
@@ -27,6 +30,7 @@ import json
 import os
 import platform
 import queue
+import shlex
 import shutil
 import signal
 import socket
@@ -40,8 +44,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -62,6 +68,10 @@ NO_PRUNING = "10000000"
 RATIO_TARGET = {"sqlite": 0.7, "postgres": 0.6}
 LATENCY_P99_TARGET_MS = {200.0: 10.0, 800.0: 25.0}
 MEMORY_GROWTH_TARGET_MB = 20.0
+# A measurement during which other processes used more than this share of the server's CPU is
+# taken again (MAX_TRIES in all, the quietest kept): the machine may be shared.
+NOISY = 0.10
+MAX_TRIES = 3
 
 # Variables that would change what is measured; the servers get none of them from the caller.
 SCRUBBED_ENV = {
@@ -109,6 +119,9 @@ class Config:
     pin: bool
     form_parsing_yardstick: bool
     profile: bool
+    memory_seconds: float
+    retry_budget_s: float
+    daphne_flags: list[str]
 
 
 def parse_args() -> Config:
@@ -136,24 +149,27 @@ def parse_args() -> Config:
     args = parser.parse_args()
     quick = bool(args.quick)
     for url in (args.pg_url, args.redis_url):
-        if "127.0.0.1" not in url and "localhost" not in url:
-            parser.error(f"{url}: only 127.0.0.1 may be used")
+        if urlsplit(url).hostname != HOST:
+            parser.error(f"{url}: only {HOST} may be used")
     rates = args.rates or ("200,800" if quick else "100,200,400,800")
     return Config(
         quick=quick,
         modes=[args.only] if args.only else ["sqlite", "postgres"],
-        duration=args.duration or (5.0 if quick else 10.0),
+        duration=args.duration or (4.0 if quick else 10.0),
         warmup=1.0 if quick else 2.0,
         connections=args.connections,
         rates=[float(r) for r in rates.split(",") if r.strip()],
-        latency_seconds=args.latency_seconds or (3.0 if quick else 6.0),
-        memory_warmup=3_000 if quick else 10_000,
-        memory_captures=args.memory_captures or (20_000 if quick else 100_000),
+        latency_seconds=args.latency_seconds or (3.0 if quick else 5.0),
+        memory_warmup=4_000 if quick else 10_000,
+        memory_captures=args.memory_captures or (10_000 if quick else 100_000),
         pg_url=args.pg_url.rstrip("/"),
         redis_url=args.redis_url,
         pin=not args.no_pin,
         form_parsing_yardstick=bool(args.form_parsing_yardstick),
         profile=bool(args.profile),
+        memory_seconds=40.0 if quick else 150.0,
+        retry_budget_s=10.0 if quick else 60.0,
+        daphne_flags=make_run_flags(),
     )
 
 
@@ -213,6 +229,26 @@ class Server:
                 self.proc.wait(timeout=10)
 
 
+def make_run_flags() -> list[str]:
+    """The daphne options of `make run`, read from the Makefile so the bench serves the app
+    exactly as it is served (--bind and --port aside, which the bench chooses)."""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if "/daphne " not in line or APP not in line:
+            continue
+        words = shlex.split(line.replace("$(HOST)", HOST).replace("$(PORT)", "0"))
+        start = next(i for i, w in enumerate(words) if w.endswith("/daphne"))
+        flags: list[str] = []
+        rest = iter(words[start + 1 : words.index(APP)])
+        for word in rest:
+            if word in ("--bind", "-b", "--port", "-p"):
+                next(rest, None)
+            else:
+                flags.append(word)
+        return flags
+    log("no daphne line for `make run` in the Makefile: using --server-name ''")
+    return ["--server-name", ""]
+
+
 def start_daphne(
     name: str, app: str, env: dict[str, str], workdir: Path, config: Config, ready_path: str
 ) -> Server:
@@ -226,8 +262,7 @@ def start_daphne(
         HOST,
         "--port",
         str(port),
-        "--server-name",
-        "",
+        *config.daphne_flags,
         app,
     ]
     with log_path.open("wb") as log_file:
@@ -276,11 +311,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_busy_seconds(cpu: int) -> float:
+    """Non-idle time of one CPU since boot (user, nice, system, irq, softirq, steal)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return sum(ticks[i] for i in (0, 1, 2, 5, 6, 7)) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+class CpuWindow:
+    """The server's CPU time over a window, what else ran on the server's CPU meanwhile, and how
+    busy the client CPU was."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.server = cpu_seconds(pid)
+        self.cpu = cpu_busy_seconds(SERVER_CPU)
+        self.client_cpu = cpu_busy_seconds(CLIENT_CPU)
+        self.wall = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        server = cpu_seconds(self.pid) - self.server
+        other = max(0.0, cpu_busy_seconds(SERVER_CPU) - self.cpu - server)
+        client = cpu_busy_seconds(CLIENT_CPU) - self.client_cpu
+        wall = time.monotonic() - self.wall
+        return {
+            "server_cpu_s": server,
+            "server_cpu_busy": server / wall if wall else 0.0,
+            "other_load_on_server_cpu": other / wall if wall else 0.0,
+            # Load generator, listener and anything else there (PostgreSQL, Redis are unpinned):
+            # near 100%, the client side, not the server, limits the figure.
+            "client_cpu_busy": client / wall if wall else 0.0,
+        }
+
+
 def rss_kib(pid: int) -> dict[str, int]:
     values: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
+        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
             values[name] = int(rest.split()[0])
     return values
 
@@ -590,26 +660,60 @@ def settle(store: Store, bin_id: int, listener: Listener, timeout: float = 30.0)
         time.sleep(0.3)
 
 
+# Seconds that repeated measurements may still take in this run (set from the config in main).
+_retry_budget_left = 0.0
+
+
+def quietest(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a measurement; while other processes took over NOISY of the server's CPU during it,
+    run it again (at most MAX_TRIES in all) and keep the quietest run."""
+    global _retry_budget_left
+    best: dict[str, Any] | None = None
+    for attempt in range(1, MAX_TRIES + 1):
+        started = time.monotonic()
+        result = measure()
+        if attempt > 1:
+            _retry_budget_left -= time.monotonic() - started
+        result["attempt"] = attempt
+        other = result.get("other_load_on_server_cpu", 0.0)
+        if best is None or other < best.get("other_load_on_server_cpu", 0.0):
+            best = result
+        if other <= NOISY:
+            break
+        if attempt == MAX_TRIES or _retry_budget_left <= 0:
+            log(f"{name}: other processes used {other:.0%} of CPU {SERVER_CPU}: kept as noisy")
+            break
+        log(f"{name}: other processes used {other:.0%} of CPU {SERVER_CPU}: measuring again")
+    assert best is not None
+    return best
+
+
 def measure_bare(config: Config, workdir: Path, no_form_parsing: bool = False) -> dict[str, Any]:
     env = base_env()
     if no_form_parsing:
         env["BENCH_BARE_NO_FORM_PARSING"] = "1"
     name = "bare-noform" if no_form_parsing else "bare"
     server = start_daphne(name, BARE_APP, env, workdir, config, "/healthz")
-    try:
-        url = f"{server.base}/{uuid.uuid4()}"
-        run_wrk(url, config.warmup, config)
-        cpu_before = cpu_seconds(server.pid)
+    url = f"{server.base}/{uuid.uuid4()}"
+
+    def measure() -> dict[str, Any]:
+        window = CpuWindow(server.pid)
         result = run_wrk(url, config.duration, config)
-        cpu = cpu_seconds(server.pid) - cpu_before
+        cpu = window.stop()
+        return {
+            "requests_per_s": result.rps,
+            "cpu_us_per_request": cpu["server_cpu_s"] / result.requests * 1e6
+            if result.requests
+            else None,
+            **cpu,
+            **asdict(result),
+        }
+
+    try:
+        run_wrk(url, config.warmup, config)
+        return quietest(name, measure)
     finally:
         server.stop()
-    return {
-        "requests_per_s": result.rps,
-        "cpu_us_per_request": cpu / result.requests * 1e6 if result.requests else None,
-        "server_cpu_busy": cpu / result.duration_s,
-        **asdict(result),
-    }
 
 
 def measure_throughput(
@@ -626,45 +730,47 @@ def measure_throughput(
     stack.callback(listener.close)
     url = f"{server.base}/{token}"
 
-    run_wrk(url, config.warmup, config)
-    before = settle(store, bin_id, listener)
-    rss_before = rss_kib(server.pid)
-    profiler = start_profiler(server, mode, config) if config.profile else None
-    cpu_before = cpu_seconds(server.pid)
-    result = run_wrk(url, config.duration, config)
-    cpu = cpu_seconds(server.pid) - cpu_before
-    profile_path = stop_profiler(profiler)
-    after = settle(store, bin_id, listener)
-    rss_after = rss_kib(server.pid)
+    def measure() -> dict[str, Any]:
+        before = settle(store, bin_id, listener)
+        rss_before = rss_kib(server.pid)
+        profiler = start_profiler(server, mode, config) if config.profile else None
+        window = CpuWindow(server.pid)
+        result = run_wrk(url, config.duration, config)
+        cpu = window.stop()
+        profile_path = stop_profiler(profiler)
+        after = settle(store, bin_id, listener)
+        rss_after = rss_kib(server.pid)
+        stored = after.rows - before.rows
+        frames = after.listener["frames"] - before.listener["frames"]
+        return {
+            "stored": stored,
+            "answered_2xx": result.status_2xx,
+            "stored_minus_answered": stored - result.status_2xx,
+            # wrk stops with up to one request per connection in flight: stored, not counted.
+            "stored_matches_answered": 0 <= stored - result.status_2xx <= config.connections,
+            "frames": frames,
+            "frames_total": after.listener["frames"],
+            "frames_distinct_total": after.listener["distinct"],
+            "rows_total": after.rows,
+            "frames_match_stored": frames == stored
+            and after.listener["frames"] == after.listener["distinct"] == after.rows,
+            "settled": before.settled and after.settled,
+            "stored_per_s": stored / result.duration_s,
+            "cpu_us_per_capture": cpu["server_cpu_s"] / stored * 1e6 if stored else None,
+            **cpu,
+            "rss_kib_before": rss_before.get("VmRSS"),
+            "rss_kib_after": rss_after.get("VmRSS"),
+            "profile": str(profile_path) if profile_path else None,
+            "wrk": asdict(result),
+        }
 
-    stored = after.rows - before.rows
-    frames = after.listener["frames"] - before.listener["frames"]
-    stored_per_s = stored / result.duration_s
-    size = store.size()
+    run_wrk(url, config.warmup, config)
+    measured = quietest(f"{mode} throughput", measure)
+    measured["db"] = store.size()
+    measured["ws_extensions"] = listener.extensions
     listener.close()
     server.stop()
-    return {
-        "stored": stored,
-        "answered_2xx": result.status_2xx,
-        "stored_minus_answered": stored - result.status_2xx,
-        "stored_matches_answered": 0 <= stored - result.status_2xx <= config.connections,
-        "frames": frames,
-        "frames_distinct_total": after.listener["distinct"],
-        "frames_total": after.listener["frames"],
-        "rows_total": after.rows,
-        "frames_match_stored": frames == stored
-        and after.listener["frames"] == after.listener["distinct"] == after.rows,
-        "settled": before.settled and after.settled,
-        "stored_per_s": stored_per_s,
-        "cpu_us_per_capture": cpu / stored * 1e6 if stored else None,
-        "server_cpu_busy": cpu / result.duration_s,
-        "ws_extensions": listener.extensions,
-        "rss_kib_before": rss_before.get("VmRSS"),
-        "rss_kib_after": rss_after.get("VmRSS"),
-        "db": size,
-        "profile": str(profile_path) if profile_path else None,
-        "wrk": asdict(result),
-    }
+    return measured
 
 
 def start_profiler(
@@ -722,6 +828,15 @@ def measure_latency_and_memory(
 
 
 def measure_latency(server: Server, config: Config) -> list[dict[str, Any]]:
+    """One latency client run per rate (fresh bin each), with the server's CPU use at that rate."""
+    rates: list[dict[str, Any]] = []
+    for rate in config.rates:
+        rates.append(quietest(f"latency {rate:g}/s", partial(latency_at, server, config, rate)))
+        time.sleep(0.5)
+    return rates
+
+
+def latency_at(server: Server, config: Config, rate: float) -> dict[str, Any]:
     token = create_bin(server)
     command = [
         *pinned(CLIENT_CPU, config),
@@ -732,27 +847,37 @@ def measure_latency(server: Server, config: Config) -> list[dict[str, Any]]:
         "--token",
         token,
         "--rates",
-        ",".join(f"{r:g}" for r in config.rates),
+        f"{rate:g}",
         "--seconds",
         str(config.latency_seconds),
+        "--pause",
+        "0.5",
     ]
-    bound = len(config.rates) * (config.latency_seconds + 20) + 30
-    done = subprocess.run(command, env=base_env(), capture_output=True, text=True, timeout=bound)
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    rates = [r for r in results if r.get("event") == "rate"]
-    if done.returncode != 0 or not rates:
+    window = CpuWindow(server.pid)
+    done = subprocess.run(
+        command,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=config.latency_seconds + 60,
+    )
+    cpu = window.stop()
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    found = [r for r in lines if r.get("event") == "rate"]
+    if done.returncode != 0 or not found:
         raise BenchError(f"latency client failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    for r in rates:
-        target = LATENCY_P99_TARGET_MS.get(r["rate"])
-        r["p99_target_ms"] = target
-        r["ok"] = (
-            None
-            if target is None
-            else r["ws_p99_ms"] is not None
-            and r["ws_p99_ms"] < target
-            and r["delivered"] == r["sent"]
-        )
-    return rates
+    result = found[0]
+    target = LATENCY_P99_TARGET_MS.get(rate)
+    result["p99_target_ms"] = target
+    result["ok"] = (
+        None
+        if target is None
+        else result["ws_p99_ms"] is not None
+        and result["ws_p99_ms"] < target
+        and result["delivered"] == result["sent"]
+    )
+    result.update(cpu)
+    return result
 
 
 def measure_memory(
@@ -765,23 +890,29 @@ def measure_memory(
     url = f"{server.base}/{token}"
     start_id = store.last_id()  # ids are never reused (SQLite AUTOINCREMENT, PG sequences)
 
-    def reached(count: int) -> Callable[[], bool]:
-        return lambda: store.captures(bin_id)[1] - start_id >= count
+    # (seconds, captures since the phase began, RSS KiB, frames behind), about once a second.
+    samples: list[tuple[float, int, int, int]] = []
+    began = time.monotonic()
 
-    # Each run is bounded in time too: at a tenth of the expected rate it is a failure anyway.
-    total = config.memory_warmup + config.memory_captures
-    warm = run_wrk(
-        url,
-        config.memory_warmup / 300 + 10,
-        config,
-        config.memory_warmup,
-        reached(config.memory_warmup),
-    )
+    def reached(count: int) -> Callable[[], bool]:
+        def check() -> bool:
+            done = max(store.captures(bin_id)[1], start_id) - start_id
+            now = time.monotonic() - began
+            if not samples or now - samples[-1][0] >= 1.0:
+                behind = done + start_id - (listener.count().get("max_id") or start_id)
+                samples.append((round(now, 1), done, rss_kib(server.pid)["VmRSS"], behind))
+            return done >= count
+
+        return check
+
+    # A wrk warm-up even after the latency phase: full concurrency makes the big batches.
+    warmup = config.memory_warmup
+    total = warmup + config.memory_captures
+    # Bounded in time: the figure says how many captures the second reading came after.
+    warm = run_wrk(url, config.memory_seconds / 4, config, warmup, reached(warmup))
     first = settle(store, bin_id, listener)
     rss_first = rss_kib(server.pid)
-    load = run_wrk(
-        url, config.memory_captures / 300 + 10, config, config.memory_captures, reached(total)
-    )
+    load = run_wrk(url, config.memory_seconds, config, config.memory_captures, reached(total))
     second = settle(store, bin_id, listener)
     rss_second = rss_kib(server.pid)
     listener.close()
@@ -793,12 +924,20 @@ def measure_memory(
         "captures_at_first_reading": first.max_id,
         "captures_at_second_reading": second.max_id,
         "captures_before_phase": start_id,
+        "captures_between": second.max_id - first.max_id,
+        "captures_target": config.memory_captures,
+        "reached_target": second.max_id - first.max_id >= config.memory_captures,
         "rows_kept": second.rows,
         "rss_mb_first": rss_first["VmRSS"] / 1024,
         "rss_mb_second": rss_second["VmRSS"] / 1024,
+        "rss_kib_first": rss_first,
+        "rss_kib_second": rss_second,
+        "samples_s_captures_rsskib_framesbehind": samples,
+        "max_frames_behind": max((x[3] for x in samples), default=0),
         "hwm_mb": rss_second["VmHWM"] / 1024,
         "growth_mb": growth_mb,
         "growth_target_mb": MEMORY_GROWTH_TARGET_MB,
+        # Judged on the growth; `reached_target` says whether the time bound cut the load short.
         "ok": growth_mb < MEMORY_GROWTH_TARGET_MB,
         "stored_between": stored,
         "frames_between": frames,
@@ -808,6 +947,7 @@ def measure_memory(
         "rps": load.rps,
         "settled": first.settled and second.settled,
         "db_after_pruning": size,
+        "pg_autovacuum": store.query("SHOW autovacuum")[0][0] if store.kind == "postgres" else None,
     }
 
 
@@ -818,7 +958,6 @@ def run_mode(mode: str, config: Config, workdir: Path) -> dict[str, Any]:
             if not reachable(url):
                 result["errors"].append(f"{url} is not reachable")
                 return result
-    phases: list[tuple[str, Callable[[contextlib.ExitStack], None]]] = []
 
     def bare(stack: contextlib.ExitStack) -> None:
         log(f"{mode}: bare app yardstick")
@@ -846,7 +985,7 @@ def run_mode(mode: str, config: Config, workdir: Path) -> dict[str, Any]:
         )
         log(f"{mode}: memory growth {result['memory']['growth_mb']:.1f} MB")
 
-    phases = [
+    phases: list[tuple[str, Callable[[contextlib.ExitStack], None]]] = [
         ("bare", bare),
         ("throughput", throughput),
         ("bare again", bare_again),
@@ -856,10 +995,7 @@ def run_mode(mode: str, config: Config, workdir: Path) -> dict[str, Any]:
         try:
             with contextlib.ExitStack() as stack:
                 phase(stack)
-        except (BenchError, OSError, subprocess.SubprocessError, httpx.HTTPError) as exc:
-            log(f"{mode}: {name} failed: {exc}")
-            result["errors"].append(f"{name}: {exc}")
-        except Exception as exc:
+        except Exception as exc:  # recorded; the next phase still runs
             log(f"{mode}: {name} failed: {type(exc).__name__}: {exc}")
             result["errors"].append(f"{name}: {type(exc).__name__}: {exc}")
     add_ratios(mode, result)
@@ -921,6 +1057,14 @@ def rows_for(result: dict[str, Any], config: Config) -> dict[str, str]:
         rows["  server CPU busy (bare, app)"] = ", ".join(
             f"{x['server_cpu_busy']:.0%}" for x in [*bares[:1], tp] if "server_cpu_busy" in x
         )
+        rows["  client CPU 1 busy (bare, app)"] = ", ".join(
+            f"{x['client_cpu_busy']:.0%}" for x in [*bares[:1], tp] if "client_cpu_busy" in x
+        )
+        rows["  other load on CPU 0 (bare, app, bare)"] = ", ".join(
+            f"{x['other_load_on_server_cpu']:.0%}"
+            for x in [*bares[:1], tp, *bares[1:]]
+            if "other_load_on_server_cpu" in x
+        )
         rows["non-2xx / socket errors"] = f"{wrk['non2xx']} / {wrk['socket_errors']}"
         rows["stored == answered (2xx)"] = (
             f"{fmt(tp['stored_matches_answered'])} ({tp['stored']:,} vs {tp['answered_2xx']:,})"
@@ -952,24 +1096,40 @@ def rows_for(result: dict[str, Any], config: Config) -> dict[str, str]:
         rows[f"  {rate:g}/s http p99, send lag p99 ms"] = (
             f"{fmt(lat['http_p99_ms'], '.1f')}, {fmt(lat['send_lag_p99_ms'], '.1f')}"
         )
+        if "server_cpu_busy" in lat:
+            rows[f"  {rate:g}/s server CPU, other load"] = (
+                f"{lat['server_cpu_busy']:.0%}, {lat['other_load_on_server_cpu']:.0%}"
+            )
     mem = result.get("memory")
     if mem:
         rows["RSS MB at captures"] = (
             f"{mem['rss_mb_first']:.1f} @{mem['captures_at_first_reading']:,} -> "
             f"{mem['rss_mb_second']:.1f} @{mem['captures_at_second_reading']:,}"
         )
+        short = "" if mem["reached_target"] else f", only {mem['captures_between']:,} captures"
         rows["RSS growth MB"] = (
-            f"{mem['growth_mb']:+.1f} (<{mem['growth_target_mb']:g}){verdict(mem['ok'])}"
+            f"{mem['growth_mb']:+.2f} (<{mem['growth_target_mb']:g}{short}){verdict(mem['ok'])}"
         )
-        rows["  frames == stored, non-2xx"] = (
-            f"{fmt(mem['frames_match_stored'])}, {mem['non2xx'] + mem['socket_errors']}"
+        rows["  stored/s with pruning, non-2xx"] = (
+            f"{fmt(mem['rps'])}, {mem['non2xx'] + mem['socket_errors']}"
+        )
+        rows["  frames == stored; listener max behind"] = (
+            f"{fmt(mem['frames_match_stored'])}; {mem.get('max_frames_behind', 0):,}"
         )
         db = mem["db_after_pruning"]
         size = db.get("files_db_wal_bytes") or db.get("total_relation_bytes")
-        rows["db MB after pruning (rows kept)"] = f"{size / 1e6:.1f} ({db['captures']:,})"
+        vacuum = " autovacuum OFF" if mem.get("pg_autovacuum") == "off" else ""
+        rows["db MB after pruning (rows kept)"] = f"{size / 1e6:.1f} ({db['captures']:,}){vacuum}"
     for error in result.get("errors", []):
         rows[f"ERROR {len(rows)}"] = error.splitlines()[0][:60]
     return rows
+
+
+def measured(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The timed measurements of a mode's result, by name."""
+    found = [(k, result[k]) for k in ("bare", "throughput", "bare_after") if k in result]
+    found += [(f"latency {lat['rate']:g}/s", lat) for lat in result.get("latency", [])]
+    return found
 
 
 def print_summary(results: list[dict[str, Any]], config: Config) -> str:
@@ -987,6 +1147,19 @@ def print_summary(results: list[dict[str, Any]], config: Config) -> str:
         out.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
+    noisy = sorted(
+        {
+            f"{r['mode']} {name}"
+            for r in results
+            for name, m in measured(r)
+            if m.get("other_load_on_server_cpu", 0.0) > NOISY
+        }
+    )
+    if noisy:
+        out.append(
+            f"\nnoisy (other processes used >{NOISY:.0%} of CPU {SERVER_CPU} even after "
+            f"{MAX_TRIES} tries): {', '.join(noisy)}"
+        )
     text = "\n".join(out)
     print("\n" + text + "\n", flush=True)
     return text
@@ -1032,14 +1205,20 @@ def check_tools(config: Config) -> None:
 
 
 def main() -> int:
+    global _retry_budget_left
     config = parse_args()
     check_tools(config)
+    _retry_budget_left = config.retry_budget_s
+    log(f"daphne as `make run` serves it: {shlex.join(config.daphne_flags)}")
 
     def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
     started = datetime.now()
+    host = machine()  # before the run: the commit measured, the load average at the start
+    dirty = " with uncommitted changes" if host["git_dirty"] else ""
+    log(f"app at commit {host['git_commit'][:9]}{dirty}")
     log(f"bench: modes {', '.join(config.modes)}{' (quick)' if config.quick else ''}")
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="inspector-bench-") as tmp:
@@ -1055,7 +1234,7 @@ def main() -> int:
         "started": started.isoformat(timespec="seconds"),
         "elapsed_s": elapsed,
         "config": asdict(config),
-        "machine": machine(),
+        "machine": host,
         "results": results,
         "summary": table,
     }

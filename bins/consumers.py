@@ -38,6 +38,18 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.catch_up()
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every handler, a hop to a thread
+        # and back per message; at a few hundred captures a second the stream then falls
+        # behind. The live handlers touch no database (catch-ups use database_sync_to_async,
+        # which manages its own connections), so they run directly.
+        if message["type"] == "captures.new":
+            await self.captures_new(message)
+        elif message["type"] == "captures.deleted":
+            await self.captures_deleted(message)
+        else:
+            await super().dispatch(message)
+
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)

@@ -170,8 +170,13 @@ class Capture(models.Model):
         return capture_json(self)
 
     @classmethod
-    def prune_bins(cls, bin_ids: list[int], keep: int | None = None) -> int:
+    def prune_bins(
+        cls, bin_ids: list[int], keep: int | None = None, floors: dict[int, int] | None = None
+    ) -> int:
         """Keep the newest `keep` captures of each bin; returns how many were deleted.
+
+        `floors` (bin id -> id already pruned up to, kept by the caller and updated here) bounds
+        the deletes from below, so they never walk the bin's dead rows again before a vacuum.
 
         Runs after every group of captures the writer commits, so it is plain SQL: one index
         lookup per bin when nothing is due (the ORM's delete() would first load the rows to
@@ -190,15 +195,19 @@ class Capture(models.Model):
                 row = cursor.fetchone()
                 if row is None:
                     continue
+                floor = floors.get(bin_id, 0) if floors is not None else 0
+                bounds = [bin_id, floor, row[0]]
                 cursor.execute(
-                    f"DELETE FROM {delivery} WHERE capture_id IN "
-                    f"(SELECT id FROM {capture} WHERE bin_id = %s AND id <= %s)",
-                    [bin_id, row[0]],
+                    f"DELETE FROM {delivery} WHERE capture_id IN (SELECT id FROM {capture} "
+                    "WHERE bin_id = %s AND id > %s AND id <= %s)",
+                    bounds,
                 )
                 cursor.execute(
-                    f"DELETE FROM {capture} WHERE bin_id = %s AND id <= %s", [bin_id, row[0]]
+                    f"DELETE FROM {capture} WHERE bin_id = %s AND id > %s AND id <= %s", bounds
                 )
                 deleted += cursor.rowcount
+                if floors is not None:
+                    floors[bin_id] = row[0]
         return deleted
 
 

@@ -16,9 +16,10 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from . import live
@@ -79,22 +80,26 @@ class CaptureWriter:
 
 
 def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
-    """Insert captures in one transaction (runs in the writer thread), then prune their bins.
+    """Insert captures in one statement (runs in the writer thread), then prune their bins.
 
     If the group fails (say a bin was deleted a moment ago by another process), each capture is
     retried on its own, so one bad capture never costs the others theirs.
     """
     results: list[Pending | Exception]
     try:
-        with transaction.atomic():
-            insert_captures(captures)
+        # One statement, so it commits on its own (autocommit): no BEGIN/COMMIT round trips.
+        insert_captures(captures)
         results = list(captures)
     except DatabaseError:
         _reset_connection()
         results = [_insert_one(capture) for capture in captures]
-    bin_ids = sorted({c.bin_id for c in results if isinstance(c, Pending)})
+    stored: dict[int, int] = {}
+    for c in results:
+        if isinstance(c, Pending):
+            stored[c.bin_id] = stored.get(c.bin_id, 0) + 1
+    bin_ids = sorted(stored)
     try:
-        housekeeping(bin_ids)
+        housekeeping(stored)
     except DatabaseError:
         # Housekeeping only: the captures are committed, so do not fail them.
         logger.exception("pruning bins %s failed", bin_ids)
@@ -103,15 +108,35 @@ def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
 
 
 _touched: dict[int, float] = {}
+_since_prune: dict[int, int] = {}
+_pruned_upto: dict[int, int] = {}
 _last_expiry_sweep = 0.0
 TOUCH_EVERY = 60.0
 EXPIRY_SWEEP_EVERY = 600.0
 
 
-def housekeeping(bin_ids: list[int]) -> None:
-    """Keep CAPTURES_PER_BIN per bin, mark bins used, now and then delete expired bins."""
+def housekeeping(stored: dict[int, int]) -> None:
+    """Keep CAPTURES_PER_BIN per bin, mark bins used, now and then delete expired bins.
+
+    A bin is pruned once captures worth 5% of its limit have arrived since the last time (at
+    once for a limit under 20, and for a bin first seen by this process): a query per bin per
+    group would cost a database round trip every commit.
+    """
     global _last_expiry_sweep
-    Capture.prune_bins(bin_ids)
+    step = max(1, settings.CAPTURES_PER_BIN // 20)
+    due = []
+    for bin_id, count in stored.items():
+        since = _since_prune.get(bin_id)
+        since = step if since is None else since + count
+        if since >= step:
+            due.append(bin_id)
+            since = 0
+        _since_prune[bin_id] = since
+    if len(_since_prune) > 10_000:
+        _since_prune.clear()
+        _pruned_upto.clear()
+    Capture.prune_bins(due, floors=_pruned_upto)
+    bin_ids = list(stored)
     now = time.monotonic()
     stale = [i for i in bin_ids if now - _touched.get(i, -TOUCH_EVERY) >= TOUCH_EVERY]
     if stale:
@@ -168,7 +193,7 @@ def insert_captures(captures: list[Pending]) -> None:
         f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "
         f"VALUES {', '.join([row] * len(captures))} RETURNING id"
     )
-    with connection.cursor() as cursor:
+    with connection.wrap_database_errors, raw_cursor() as cursor:
         cursor.execute(sql, params)
         # Rows get ids in VALUES order, but RETURNING may list them in any order (SQLite says
         # so): sorted, they match the captures again.
@@ -177,10 +202,24 @@ def insert_captures(captures: list[Pending]) -> None:
         capture.pk = pk
 
 
+def raw_cursor() -> Any:
+    """A cursor that sends parameters apart from the query on PostgreSQL.
+
+    Django's psycopg cursors bind client-side: they quote every value, a kilobyte of body
+    included, into the SQL text in Python. A plain psycopg cursor on the same connection (and
+    so in the same transaction) lets the server bind them. SQLite binds natively anyway.
+    """
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        return psycopg.Cursor(connection.connection)
+    return connection.cursor()
+
+
 def _insert_one(capture: Pending) -> Pending | Exception:
     try:
-        with transaction.atomic():
-            insert_captures([capture])
+        insert_captures([capture])
         return capture
     except DatabaseError as exc:
         logger.warning("capture for bin %s refused by the database: %s", capture.bin_id, exc)
