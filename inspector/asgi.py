@@ -1,5 +1,6 @@
 """ASGI entry point: captures first (lean handler), then Django; websockets to Channels."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inspector.settings")
@@ -16,6 +17,11 @@ from bins.routing import websocket_urlpatterns  # noqa: E402
 from bins.server import disable_form_parsing  # noqa: E402
 
 disable_form_parsing()
+
+# Everything imported so far (Django, Twisted, the app) lives as long as the process: keep it
+# out of the garbage collector's full passes, which otherwise walk it all and pause the
+# capture path for tens of milliseconds now and then.
+gc.freeze()
 
 application = ProtocolTypeRouter(
     {
