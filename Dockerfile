@@ -12,4 +12,4 @@ RUN useradd --create-home inspector && mkdir -p /app/data && chown inspector /ap
 USER inspector
 VOLUME /app/data
 EXPOSE 8000
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne --bind \"$HOST\" --port \"$PORT\" --server-name '' inspector.asgi:application"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne --bind \"$HOST\" --port \"$PORT\" --server-name '' --verbosity 0 inspector.asgi:application"]

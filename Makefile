@@ -35,4 +35,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) data/test.sqlite3*
+	rm -rf $(VENV) data/test-*.sqlite3*

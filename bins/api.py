@@ -85,7 +85,7 @@ def bins(request: HttpRequest) -> HttpResponse:
 @api_view(["GET", "PATCH", "DELETE"])
 def bin_detail(request: HttpRequest, bin_: Bin) -> HttpResponse:
     if request.method == "PATCH":
-        changes = bin_changes(bin_.response, json_body(request))
+        changes = bin_changes(bin_.response, json_body(request), str(bin_.token))
         for field, value in changes.items():
             setattr(bin_, field, value)
         bin_.save(update_fields=list(changes))
@@ -119,7 +119,13 @@ def captures(request: HttpRequest, bin_: Bin) -> HttpResponse:
     unknown = set(params) - {"limit", "before", "after", "method", "path"}
     if unknown:
         raise Invalid(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-    return JsonResponse({"captures": [c.as_json() for c in rows[:limit]]})
+    if "after" in params and "before" not in params:
+        # Catching up: the `limit` captures right after that id (still shown newest first),
+        # so that paging on with the newest id seen misses none.
+        page = list(rows.order_by("id")[:limit])[::-1]
+    else:
+        page = list(rows[:limit])
+    return JsonResponse({"captures": [c.as_json() for c in page]})
 
 
 def int_param(params: Any, name: str, default: int) -> int:

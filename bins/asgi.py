@@ -57,7 +57,11 @@ async def handle(scope: Scope, receive: Any) -> capture.Reply:
     target = capture.parse_target(raw_path(scope))
     if target is None:
         return capture.NOT_FOUND
-    info = await bincache.lookup(target.token)
+    try:
+        info = await bincache.lookup(target.token)
+    except Exception:
+        logger.exception("looking up bin %s failed", target.token)
+        return capture.STORE_FAILED
     if info is None:
         return capture.NOT_FOUND
     if settings.BIN_RATE_LIMIT > 0:
@@ -113,8 +117,17 @@ async def read_body(receive: Any, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+# A bin's reply is whatever its owner configured, HTML and script included, served on this
+# instance's origin: the browser must never run it as a page of the inspector.
+SANDBOX = [
+    (b"content-security-policy", b"sandbox"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
 async def send_reply(send: Any, reply: capture.Reply) -> None:
     headers = [(n, v) for n, v in reply.headers if n.lower() != b"content-length"]
+    headers += SANDBOX
     headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .models import DEFAULT_RESPONSE, Bin, Capture, capture_json, wire_to_text
+from .models import DEFAULT_RESPONSE, Bin, Capture, capture_json, display_text, wire_to_text
 
 # The first path segment looks like a token in some form: those paths belong to the capture
 # handler (which answers 404 for any non-canonical form); everything else goes to Django.
@@ -169,7 +169,9 @@ def build_capture(
 ) -> Pending:
     """What to store for a request, every field as it arrived."""
     pairs = [[wire_to_text(name), wire_to_text(value)] for name, value in headers]
-    content_type = next((v for n, v in pairs if n == "content-type"), "")
+    # Shown and filtered on, never sent anywhere: its readable form (the exact bytes stay in
+    # the headers).
+    content_type = display_text(next((v for n, v in pairs if n == "content-type"), ""))
     return Pending(
         bin,
         method,

@@ -107,6 +107,8 @@ class Forwarder:
                         if event.get("type") != "capture":
                             continue
                         capture = event["capture"]
+                        if int(capture["id"]) <= self.last_id:
+                            continue  # already replayed before a reconnect
                         answer = await outgoing.send(
                             outgoing_for(capture, self.target, self.keep_path)
                         )

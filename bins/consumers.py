@@ -25,6 +25,7 @@ from .models import Bin, Capture
 class BinStreamConsumer(AsyncWebsocketConsumer):
     bin: Bin | None = None
     group: str | None = None
+    after_id = 0  # the client has everything up to this id (JSON stream's ?after=)
 
     async def connect(self) -> None:
         token = parse_token(self.scope["url_route"]["kwargs"]["token"])
@@ -55,7 +56,11 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def captures_new(self, event: dict[str, Any]) -> None:
-        fresh = [item for item in event["captures"] if item[0] not in self.sent]
+        fresh = [
+            item
+            for item in event["captures"]
+            if item[0] not in self.sent and item[0] > self.after_id
+        ]
         if fresh:
             await self.send_captures(fresh)
 
@@ -89,6 +94,7 @@ class JsonStreamConsumer(BinStreamConsumer):
             await self.send(json.dumps({"type": "error", "error": "after must be a capture id"}))
             await self.close(code=4400)
             return
+        self.after_id = after_id
         captures = await database_sync_to_async(self._captures_after)(after_id)
         self.sent.update(item[0] for item in captures)
         await self.send_captures(captures)
@@ -124,6 +130,7 @@ class PageStreamConsumer(BinStreamConsumer):
             "captures": captures,
             "bin": self.bin,
             "oob": True,
+            "captures_per_bin": settings.CAPTURES_PER_BIN,
             "capture_url": self.bin.capture_url(self.base_url()),
         }
         html = render_to_string("bins/_capture_list.html", context)

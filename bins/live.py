@@ -29,7 +29,6 @@ def group_name(token: uuid.UUID | str) -> str:
 
 class Publisher:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
         self.queue: asyncio.Queue[tuple[uuid.UUID, list[list[Any]]]] = asyncio.Queue()
         self.idle = asyncio.Event()
         self.task = loop.create_task(self._run(), name="live-publisher")
@@ -53,6 +52,11 @@ class Publisher:
 # A push that has not gone through by then is given up (and logged): with Redis down, a send can
 # wait on a connection that is not coming back, and everything queued behind it would wait too.
 SEND_TIMEOUT = 2.0
+
+
+async def group_send_within(group: str, message: dict[str, Any]) -> None:
+    """group_send that gives up after SEND_TIMEOUT (raises TimeoutError)."""
+    await asyncio.wait_for(get_channel_layer().group_send(group, message), SEND_TIMEOUT)
 
 
 async def send_captures(layer: Any, token: uuid.UUID, captures: list[list[Any]]) -> bool:
@@ -109,7 +113,7 @@ def announce_deleted(token: uuid.UUID, ids: list[int] | None) -> None:
 
     message = {"type": "captures.deleted", "ids": ids}
     try:
-        async_to_sync(get_channel_layer().group_send)(group_name(token), message)
+        async_to_sync(group_send_within)(group_name(token), message)
     except Exception:
         logger.exception("live push of a deletion in bin %s failed", token)
 

@@ -72,6 +72,10 @@ def check_url(url: Any) -> str:
         raise BadTarget(f"target_url has a bad port: {url!r}") from exc
     if not parts.hostname:
         raise BadTarget(f"target_url has no host: {url!r}")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError as exc:
+        raise BadTarget(f"target_url has an invalid host name: {parts.hostname!r}") from exc
     if any(c in url for c in " \r\n\t"):
         raise BadTarget("target_url must not contain spaces or line breaks")
     return url
@@ -95,6 +99,8 @@ async def resolve(host: str, port: int) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise BadTarget(f"DNS lookup failed for {host}: {exc.strerror}") from exc
+    except UnicodeError as exc:
+        raise BadTarget(f"invalid host name: {host!r}") from exc
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
@@ -116,7 +122,10 @@ async def send(
     async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
         for i, address in enumerate(addresses or [None]):
             try:
-                return await _send_once(client, outgoing, address, started)
+                # httpx's timeouts are per read: a target that trickles its answer would hold
+                # the send forever without a deadline for the whole of it.
+                async with asyncio.timeout(timeout_s):
+                    return await _send_once(client, outgoing, address, started)
             except httpx.ConnectError as exc:
                 if addresses and i < len(addresses) - 1:
                     continue  # like a browser: the next address of the host
@@ -144,6 +153,7 @@ async def _send_once(
     request = client.build_request(
         outgoing.method, url, headers=headers, content=outgoing.body, extensions=extensions
     )
+    request.method = outgoing.method  # httpx upper-cases it; the target gets it as captured
     # httpx adds Accept, Accept-Encoding, Connection and User-Agent of its own: the target must
     # get the capture's headers, not ours.
     wanted = {n.decode("latin-1").lower() for n, _ in headers} | {"host", "content-length"}
@@ -174,6 +184,8 @@ def _ms(started: float) -> float:
 
 def describe(exc: BaseException, host: str, timeout: float) -> str:
     """A failed delivery in plain words."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout:g} s"
     if isinstance(exc, httpx.TimeoutException):
         kind = {
             httpx.ConnectTimeout: "connecting",
@@ -216,10 +228,18 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+METADATA = {
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
+}
+
+
 def is_metadata(address: str) -> bool:
-    """Cloud metadata services: link-local 169.254.169.254 and AWS's IPv6 fd00:ec2::254."""
+    """Cloud metadata services (AWS, GCP and Azure, ECS tasks, Alibaba; AWS's IPv6 one)."""
     ip = ipaddress.ip_address(address)
-    return ip in (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip in METADATA
 
 
 def is_private(address: str) -> bool:

@@ -103,12 +103,22 @@ def wire_headers(capture: Capture) -> list[tuple[bytes, bytes]]:
 _forwarding: set[asyncio.Task[Any]] = set()
 _slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 MAX_CONCURRENT_FORWARDS = 32
+# Beyond this many forwards waiting (a slow target under load), new captures are not forwarded
+# and that is logged, rather than holding every body in memory.
+MAX_PENDING_FORWARDS = 2_000
 
 
 def forward_later(captures: list[Pending]) -> None:
     """Start forwarding the captures of bins that have a forward_url (from the event loop)."""
     for capture in captures:
         if capture.bin.forward_url:
+            if len(_forwarding) >= MAX_PENDING_FORWARDS:
+                logger.error(
+                    "auto-forward backlog full (%d waiting): capture %s not forwarded",
+                    len(_forwarding),
+                    capture.pk,
+                )
+                continue
             task = asyncio.get_running_loop().create_task(_forward(capture.to_model()))
             _forwarding.add(task)
             task.add_done_callback(_forwarding.discard)

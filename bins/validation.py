@@ -17,7 +17,9 @@ class Invalid(ValueError):
     """A bad request to the API; the message names the problem."""
 
 
-def bin_changes(current_response: dict[str, Any] | None, data: dict[str, Any]) -> dict[str, Any]:
+def bin_changes(
+    current_response: dict[str, Any] | None, data: dict[str, Any], token: str = ""
+) -> dict[str, Any]:
     """The Bin fields to set for a POST or PATCH body; raises Invalid (nothing is changed)."""
     unknown = set(data) - {"response", "forward_url", "signature"}
     if unknown:
@@ -33,6 +35,8 @@ def bin_changes(current_response: dict[str, Any] | None, data: dict[str, Any]) -
             changes["forward_url"] = "" if url in (None, "") else check_url(url)
         except BadTarget as exc:
             raise Invalid(f"forward_url: {exc}") from exc
+        if token and token in changes["forward_url"]:
+            raise Invalid("forward_url points at this bin: every capture would forward forever")
     return changes
 
 

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import display
 from .api import base_url, find_capture, remember_target, resend_edits
 from .capture import parse_token
-from .live import announce_deleted
+from .live import announce_deleted, group_send_within
 from .models import Bin, Capture
 from .outgoing import NOT_FORWARDED, BadTarget
 from .resend import deliver
@@ -77,7 +77,7 @@ def inspect(request: HttpRequest, token: str, capture_id: int | None = None) -> 
         "bin": bin_,
         "capture_url": bin_.capture_url(base_url(request)),
         "captures": captures,
-        "captures_per_bin": settings.CAPTURES_PER_BIN,
+        "captures_per_bin": settings.CAPTURES_PER_BIN,  # the page trims its list to this
         **detail,
     }
     return _remember(render(request, "bins/inspect.html", context), bin_)
@@ -154,7 +154,6 @@ def form_edits(form: QueryDict, capture: Capture) -> dict[str, object]:
 def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database and the channel layer answer, 503 naming what failed."""
     from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
 
     failed: dict[str, str] = {}
     try:
@@ -163,8 +162,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:
         failed["database"] = str(exc) or exc.__class__.__name__
     try:
-        layer = get_channel_layer()
-        async_to_sync(layer.group_send)("healthz", {"type": "healthz.ping"})
+        async_to_sync(group_send_within)("healthz", {"type": "healthz.ping"})
     except Exception as exc:
         failed["channel_layer"] = str(exc) or exc.__class__.__name__
     status = 503 if failed else 200

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -70,13 +69,16 @@ class CaptureWriter:
                 if not isinstance(result, BaseException):
                     stored.append(result)
             if stored:
+                # Never let announcing kill the writer: the captures are stored, and clients
+                # catch up from the database when they reconnect.
                 try:
                     live.publish_captures(stored)
+                except Exception:
+                    logger.exception("live push of captures %s failed", [c.pk for c in stored])
+                try:
                     forward_later(stored)
                 except Exception:
-                    # Never let announcing kill the writer: the captures are stored, and
-                    # clients catch up from the database.
-                    logger.exception("announcing captures %s failed", [c.pk for c in stored])
+                    logger.exception("auto-forward of captures %s failed", [c.pk for c in stored])
 
 
 def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
@@ -90,7 +92,7 @@ def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
         # One statement, so it commits on its own (autocommit): no BEGIN/COMMIT round trips.
         insert_captures(captures)
         results = list(captures)
-    except DatabaseError:
+    except Exception:  # not only DatabaseError: a driver may refuse a value with its own error
         _reset_connection()
         results = [_insert_one(capture) for capture in captures]
     stored: dict[int, int] = {}
@@ -221,7 +223,7 @@ def _insert_one(capture: Pending) -> Pending | Exception:
     try:
         insert_captures([capture])
         return capture
-    except DatabaseError as exc:
+    except Exception as exc:
         logger.warning("capture for bin %s refused by the database: %s", capture.bin_id, exc)
         from .bincache import forget_id
 
@@ -242,7 +244,6 @@ def _reset_connection() -> None:
 _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CaptureWriter] = (
     weakref.WeakKeyDictionary()
 )
-_lock = threading.Lock()
 
 
 _last: tuple[asyncio.AbstractEventLoop | None, CaptureWriter | None] = (None, None)
@@ -256,9 +257,7 @@ def get_writer() -> CaptureWriter:
         return _last[1]  # the hot path: no weak-dictionary lookup per capture
     writer = _writers.get(loop)
     if writer is None or writer.task.done():
-        with _lock:
-            writer = CaptureWriter(loop)
-            _writers[loop] = writer
+        writer = _writers[loop] = CaptureWriter(loop)
     _last = (loop, writer)
     return writer
 

@@ -4,6 +4,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": f"Bad request: {exception or 'unreadable'}"}, status=400)
+    return HttpResponse("Bad request.", status=400, content_type="text/plain")
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"error": "Not found: no such bin, capture or API path."}, status=404)

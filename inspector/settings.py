@@ -36,14 +36,20 @@ def _secret_key() -> str:
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
     path = DATA_DIR / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        key = secrets.token_urlsafe(50)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists():
+        # Written whole under another name, then moved: a process starting at the same moment
+        # reads either no file or the whole key, and the first to move it wins.
+        tmp = DATA_DIR / f".secret_key.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(key)
-        return key
+            f.write(secrets.token_urlsafe(50))
+        try:
+            os.link(tmp, path)  # fails if another process got there first: keep theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 SECRET_KEY = _secret_key()
@@ -55,6 +61,12 @@ CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "").rstrip("/")
+if PUBLIC_URL:
+    # The page's forms post from the public origin, which a TLS proxy hides from Django.
+    CSRF_TRUSTED_ORIGINS.append("/".join(PUBLIC_URL.split("/")[:3]))
+if env_bool("TRUST_X_FORWARDED_PROTO"):
+    # Only behind a proxy that sets it: then https:// links and secure-cookie checks hold.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
@@ -159,8 +171,8 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-# Captures never go through Django; these bound the JSON API and the page.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+# Captures never go through Django; this bounds the JSON API and the page's forms, which may
+# carry an edited body for a resend (base64 in JSON: a third more than the body).
 APPEND_SLASH = True
 
 # Content-Security-Policy: no inline script, nothing from elsewhere. Captured content is
@@ -185,6 +197,7 @@ CSRF_COOKIE_SAMESITE = "Lax"
 
 # The product's own settings (see the README's configuration table).
 MAX_BODY_BYTES = env_int("MAX_BODY_BYTES", 10 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES * 4 // 3 + 1024 * 1024
 CAPTURES_PER_BIN = env_int("CAPTURES_PER_BIN", 500)
 BIN_EXPIRE_DAYS = env_int("BIN_EXPIRE_DAYS", 30)
 # Requests per second per bin (per process); 0 is off, so a load test runs at full speed.

@@ -77,6 +77,7 @@ def test_get_patch_delete_bin(client, bin_):
         ('{"response": {"body": 5}}', "body"),
         ('{"response": {"delay_ms": -1}}', "delay_ms"),
         ('{"forward_url": "ftp://x"}', "forward_url"),
+        ('{"forward_url": "http://a..b/"}', "invalid host"),
         ('{"signature": {"scheme": "stripe"}}', "signature"),
     ],
 )
@@ -86,6 +87,14 @@ def test_invalid_patch_is_400_and_changes_nothing(client, bin_, payload, message
     assert r.status_code == 400
     assert message in r.json()["error"]
     assert Bin.objects.get(pk=bin_.pk).response_config == before
+
+
+def test_a_bin_cannot_forward_to_itself(client, bin_):
+    url = f"/api/bins/{bin_.token}"
+    r = client.patch(
+        url, json.dumps({"forward_url": f"http://x.test/{bin_.token}"}), "application/json"
+    )
+    assert r.status_code == 400 and "forever" in r.json()["error"]
 
 
 def test_unknown_bin_and_bad_tokens_are_json_404(client):
@@ -115,6 +124,9 @@ def test_list_captures_newest_first_with_paging_and_filters(client, bin_):
     assert [c["id"] for c in page] == [ids[2], ids[1]]
     after = client.get(url, {"after": ids[3]}).json()["captures"]
     assert [c["id"] for c in after] == [ids[5], ids[4]]
+    # Catching up: `after` with `limit` gives the captures right after that id, newest first.
+    first_two = client.get(url, {"after": ids[0], "limit": 2}).json()["captures"]
+    assert [c["id"] for c in first_two] == [ids[2], ids[1]]
     gets = client.get(url, {"method": "GET"}).json()["captures"]
     assert {c["method"] for c in gets} == {"GET"} and len(gets) == 3
     assert client.get(url, {"limit": "x"}).status_code == 400

@@ -76,6 +76,36 @@ async def test_any_body_is_kept_exactly(bin_, body):
     assert base64.b64decode(c.as_json()["body_base64"]) == body
 
 
+async def test_a_content_type_that_is_not_utf8_is_stored_like_any_other(bin_):
+    headers = [(b"content-type", b"text/plain; charset=\xff\xfe")]
+    ws = WebsocketCommunicator(application, f"/ws/bins/{bin_.token}/json/")
+    assert (await ws.connect())[0]
+    answers = await asyncio.gather(
+        asgi_http(f"/{bin_.token}/odd", headers=headers, body=b"x"),
+        asgi_http(f"/{bin_.token}/plain", body=b"y"),
+    )
+    assert [a.status for a in answers] == [200, 200]
+    [odd] = [c for c in await database_sync_to_async(captures_of)(bin_) if c.path == "/odd"]
+    assert [(text_to_wire(n), text_to_wire(v)) for n, v in odd.headers] == headers
+    assert odd.content_type == "text/plain; charset=\\xff\\xfe"
+    frames = [json.loads(await ws.receive_from(timeout=5)) for _ in range(2)]
+    assert {f["capture"]["path"] for f in frames} == {"/odd", "/plain"}
+    await ws.disconnect()
+
+
+async def test_replies_are_sandboxed_so_a_bin_cannot_serve_script_as_the_inspector(
+    transactional_db,
+):
+    bin_ = await database_sync_to_async(Bin.objects.create)(
+        response={"headers": [["content-type", "text/html"]], "body": "<script>alert(1)</script>"}
+    )
+    answer = await asgi_http(f"/{bin_.token}")
+    assert (b"content-security-policy", b"sandbox") in answer.headers
+    assert (b"x-content-type-options", b"nosniff") in answer.headers
+    missing = await asgi_http("/3f2b8c1e-9d4a-4c6b-8e2f-1a2b3c4d5e6f")
+    assert (b"content-security-policy", b"sandbox") in missing.headers
+
+
 async def test_body_in_several_chunks_is_joined(bin_):
     await asgi_http(f"/{bin_.token}", body=[b"ab", b"", b"cd", b"ef"])
     [c] = await database_sync_to_async(captures_of)(bin_)

@@ -148,6 +148,7 @@ async def test_edit_before_resend_changes_only_that_send(bin_, target):
         ({"target_url": "http://x.test", "body": "a", "body_base64": "YQ=="}, "not both"),
         ({"target_url": "http://x.test", "body_base64": "%%%"}, "base64"),
         ({"target_url": "http://x.test", "method": "GE T"}, "method"),
+        ({"target_url": "http://a..b/"}, "invalid host"),
     ],
 )
 async def test_bad_resend_input_is_400_and_records_nothing(bin_, payload, message):
@@ -195,13 +196,19 @@ async def test_policy_deny_forbids_private_targets(bin_, settings, target):
     assert delivery["status"] == 200
 
 
+async def test_the_method_is_sent_as_captured_case_and_all(bin_, target):
+    c = await capture_via_asgi(bin_, method="purge")
+    _, delivery = await api_resend(bin_.token, c.id, {"target_url": target.url})
+    assert delivery["status"] == 200
+    assert target.received[-1].method == "purge"
+
+
 async def test_cloud_metadata_is_forbidden_even_when_private_targets_are_allowed(bin_, settings):
     assert settings.RESEND_PRIVATE_TARGETS == "allow"
     c = await capture_via_asgi(bin_)
-    _, delivery = await api_resend(
-        bin_.token, c.id, {"target_url": "http://169.254.169.254/latest/"}
-    )
-    assert "cloud metadata" in delivery["error"]
+    for url in ["http://169.254.169.254/latest/", "http://[::ffff:169.254.169.254]/"]:
+        _, delivery = await api_resend(bin_.token, c.id, {"target_url": url})
+        assert "cloud metadata" in delivery["error"], url
 
 
 def test_private_address_classification():

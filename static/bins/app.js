@@ -37,6 +37,16 @@
     select(detail && detail.getAttribute("data-id"));
   }
 
+  // The server keeps the newest CAPTURES_PER_BIN; so does the open page.
+  function trimList() {
+    var list = document.getElementById("capture-list");
+    var limit = list && parseInt(list.getAttribute("data-limit"), 10);
+    if (!limit) { return; }
+    var rows = list.querySelectorAll("li.capture");
+    for (var i = limit; i < rows.length; i++) { rows[i].remove(); }
+  }
+  document.addEventListener("htmx:wsAfterMessage", trimList);
+
   function setLive(state, text) {
     var el = document.getElementById("live-status");
     if (el) { el.setAttribute("data-state", state); el.textContent = text; }
