@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -120,9 +120,18 @@ class Bin(models.Model):
             return 0
         cutoff = (now or timezone.now()) - timedelta(days=days)
         expired = list(cls.objects.filter(last_used_at__lt=cutoff).values_list("id", flat=True))
-        if expired:
-            Capture.objects.filter(bin_id__in=expired).delete()
-            cls.objects.filter(id__in=expired).delete()
+        capture, delivery = Capture._meta.db_table, Delivery._meta.db_table
+        for bin_id in expired:
+            # A bin at a time, in plain SQL: short transactions that never hold the database
+            # (SQLite's one write lock) long enough to stall the capture writer.
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    f"DELETE FROM {delivery} WHERE capture_id IN "
+                    f"(SELECT id FROM {capture} WHERE bin_id = %s)",
+                    [bin_id],
+                )
+                cursor.execute(f"DELETE FROM {capture} WHERE bin_id = %s", [bin_id])
+                cursor.execute(f"DELETE FROM {cls._meta.db_table} WHERE id = %s", [bin_id])
         return len(expired)
 
 

@@ -148,8 +148,21 @@ def housekeeping(stored: dict[int, int]) -> None:
             _touched.clear()
     if now - _last_expiry_sweep >= EXPIRY_SWEEP_EVERY:
         _last_expiry_sweep = now
+        _sweeper.submit(sweep_expired)
+
+
+# Expired bins are deleted in a thread of their own, so a large sweep never holds up captures.
+_sweeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bin-expiry")
+
+
+def sweep_expired() -> None:
+    try:
         if deleted := Bin.delete_expired():
             logger.info("deleted %d bin(s) unused for %d days", deleted, settings.BIN_EXPIRE_DAYS)
+    except Exception:
+        logger.exception("deleting expired bins failed; the next sweep tries again")
+    finally:
+        connection.close()  # this thread runs every ten minutes: no connection kept between
 
 
 INSERT_FIELDS = (

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 from django.utils import timezone
 
-from bins.models import Bin, Capture
+from bins.models import Bin, Capture, Delivery
 from bins.ratelimit import RateLimiter
 
 from .conftest import asgi_http
@@ -57,8 +57,11 @@ def test_prune_command_expires_unused_bins_and_prunes_captures(settings):
     recent = Bin.objects.create(last_used_at=timezone.now() - timedelta(days=6))
     make_captures(old, 2)
     make_captures(recent, 5)
+    Delivery.objects.create(capture=old.captures.first(), target_url="http://x.test/", method="GET")
     call_command("prune")
     assert not Bin.objects.filter(id=old.id).exists()
+    assert not Capture.objects.filter(bin_id=old.id).exists()
+    assert not Delivery.objects.exists()
     assert list(recent.captures.order_by("id").values_list("path", flat=True)) == ["/2", "/3", "/4"]
 
 
