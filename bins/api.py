@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from . import bincache, live
 from .models import Bin, Capture
 from .outgoing import BadTarget
-from .resend import deliver
+from .resend import resend_capture
 from .validation import Invalid, bin_changes
 
 MAX_LIMIT = 500
@@ -187,13 +187,9 @@ async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpRespo
     try:
         data = json_body(request)
         edits = resend_edits(data)
-        target = data.get("target_url") or capture.bin.last_target_url
-        if not target:
-            raise Invalid("target_url is required (this bin has no previous target)")
-        delivery = await deliver(capture, target, **edits)
+        delivery = await resend_capture(capture, data.get("target_url"), **edits)
     except (Invalid, BadTarget) as exc:
         return error(400, str(exc))
-    await database_sync_to_async(remember_target)(capture.bin, delivery.target_url)
     return JsonResponse(delivery.as_json(), status=201)
 
 
@@ -202,12 +198,6 @@ resend = csrf_exempt(resend)
 
 def find_capture(token: str, capture_id: int) -> Capture | None:
     return Capture.objects.select_related("bin").filter(bin__token=token, id=capture_id).first()
-
-
-def remember_target(bin_: Bin, url: str) -> None:
-    if bin_.last_target_url != url:
-        bin_.last_target_url = url
-        bin_.save(update_fields=["last_target_url"])
 
 
 def resend_edits(data: dict[str, Any]) -> dict[str, Any]:

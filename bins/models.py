@@ -105,6 +105,11 @@ class Bin(models.Model):
             "signature": None,
         }
 
+    def remember_target(self, url: str) -> None:
+        if self.last_target_url != url:
+            self.last_target_url = url
+            Bin.objects.filter(pk=self.pk).update(last_target_url=url)
+
     def touch(self) -> None:
         """Mark the bin as used now (at most once a minute: it is a write)."""
         now = timezone.now()

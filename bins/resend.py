@@ -95,6 +95,19 @@ async def deliver(
     return delivery
 
 
+async def resend_capture(capture: Capture, target_url: str | None, **edits: Any) -> Delivery:
+    """A resend from the page or the API: to `target_url`, or else to the bin's last target,
+    which the bin then remembers (so the next resend is one click)."""
+    target = (target_url or "").strip() or capture.bin.last_target_url
+    if not target:
+        raise BadTarget(
+            "target_url is required: the URL to send to, e.g. http://localhost:3000/webhooks"
+        )
+    delivery = await deliver(capture, target, **edits)
+    await database_sync_to_async(capture.bin.remember_target)(delivery.target_url)
+    return delivery
+
+
 def wire_headers(capture: Capture) -> list[tuple[bytes, bytes]]:
     return [(text_to_wire(n), text_to_wire(v)) for n, v in capture.headers]
 

@@ -10,12 +10,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import display
-from .api import base_url, find_capture, remember_target, resend_edits
+from .api import base_url, find_capture, resend_edits
 from .capture import parse_token
 from .live import announce_deleted, group_send_within
 from .models import Bin, Capture
 from .outgoing import NOT_FORWARDED, BadTarget
-from .resend import deliver
+from .resend import resend_capture
 from .validation import Invalid
 
 LAST_BIN_COOKIE = "last_bin"
@@ -118,11 +118,7 @@ async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpRespo
     message = None
     try:
         edits = resend_edits(form_edits(form, capture)) if form.get("edit") else {}
-        target = form.get("target_url", "").strip() or capture.bin.last_target_url
-        if not target:
-            raise Invalid("Enter a target URL, e.g. http://localhost:3000/webhooks")
-        delivery = await deliver(capture, target, **edits)
-        await database_sync_to_async(remember_target)(capture.bin, delivery.target_url)
+        await resend_capture(capture, form.get("target_url"), **edits)
     except (Invalid, BadTarget) as exc:
         message = str(exc)
     context = await database_sync_to_async(deliveries_context)(capture, message)
