@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .models import DEFAULT_RESPONSE, Bin, Capture, capture_json, display_text, wire_to_text
+from .models import Bin, Capture, capture_json, display_text, full_response, wire_to_text
 
 # The first path segment looks like a token in some form: those paths belong to the capture
 # handler (which answers 404 for any non-canonical form); everything else goes to Django.
@@ -89,7 +89,7 @@ def rate_limited(retry_after: int) -> Reply:
 
 def reply_for(config: dict[str, Any] | None) -> Reply:
     """What a bin answers every capture with, from its `response` settings."""
-    config = {**DEFAULT_RESPONSE, **(config or {})}
+    config = full_response(config)
     headers = [(str(n).encode("latin-1"), str(v).encode("latin-1")) for n, v in config["headers"]]
     return Reply(
         int(config["status"]),

@@ -59,11 +59,10 @@ async def group_send_within(group: str, message: dict[str, Any]) -> None:
     await asyncio.wait_for(get_channel_layer().group_send(group, message), SEND_TIMEOUT)
 
 
-async def send_captures(layer: Any, token: uuid.UUID, captures: list[list[Any]]) -> bool:
+async def send_captures(layer: Any, token: uuid.UUID, captures: list[list[Any]]) -> None:
     message = {"type": "captures.new", "captures": captures}
     try:
         await asyncio.wait_for(layer.group_send(group_name(token), message), SEND_TIMEOUT)
-        return True
     except Exception:
         logger.exception(
             "live push failed for bin %s (captures %s..%s are stored; clients catch up on "
@@ -72,7 +71,6 @@ async def send_captures(layer: Any, token: uuid.UUID, captures: list[list[Any]])
             captures[0][0],
             captures[-1][0],
         )
-        return False
 
 
 # Keyed by the loop itself (weakly): ids of closed loops get reused.

@@ -43,23 +43,35 @@ def display_text(text: str) -> str:
     return text_to_wire(text).decode("utf-8", "backslashreplace")
 
 
+def display_pairs(pairs: list[list[str]]) -> list[list[str]]:
+    return [[display_text(n), display_text(v)] for n, v in pairs]
+
+
+def utf8_or_none(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def full_response(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A bin's `response` settings with the defaults filled in."""
+    return {**DEFAULT_RESPONSE, **(stored or {})}
+
+
 def capture_json(c: Any) -> dict[str, Any]:
     """A capture's JSON shape: the one place it is built, for the API, the JSON stream and the
     page. `c` is a stored Capture or a capture on its way to the database (`capture.Pending`)."""
     body = c.body_bytes
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
     return {
         "id": c.pk,
         "method": c.method,
         "path": c.path,
         "query_string": c.query_string,
-        "headers": [[display_text(n), display_text(v)] for n, v in c.headers],
+        "headers": display_pairs(c.headers),
         "body_size": c.body_size,
         "body_base64": base64.b64encode(body).decode("ascii"),
-        "body_text": text,
+        "body_text": utf8_or_none(body),
         "content_type": c.content_type,
         "remote_addr": c.remote_addr,
         "received_at": c.received_at.isoformat().replace("+00:00", "Z"),
@@ -85,7 +97,7 @@ class Bin(models.Model):
 
     @property
     def response_config(self) -> dict[str, Any]:
-        return {**DEFAULT_RESPONSE, **(self.response or {})}
+        return full_response(self.response)
 
     def capture_url(self, base: str) -> str:
         return f"{base}/{self.token}"
@@ -166,7 +178,7 @@ class Capture(models.Model):
 
     @property
     def display_headers(self) -> list[list[str]]:
-        return [[display_text(n), display_text(v)] for n, v in self.headers]
+        return display_pairs(self.headers)
 
     @property
     def body_bytes(self) -> bytes:
@@ -175,10 +187,7 @@ class Capture(models.Model):
 
     @property
     def body_text(self) -> str | None:
-        try:
-            return self.body_bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
+        return utf8_or_none(self.body_bytes)
 
     def as_json(self) -> dict[str, Any]:
         return capture_json(self)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import DEFAULT_RESPONSE
+from .models import full_response
 from .outgoing import BadTarget, check_url
 
 RESPONSE_FIELDS = {"status", "headers", "body", "delay_ms"}
@@ -41,7 +41,7 @@ def bin_changes(
 
 
 def merge_response(current: dict[str, Any] | None, response: Any) -> dict[str, Any]:
-    merged = {**DEFAULT_RESPONSE, **(current or {})}
+    merged = full_response(current)
     if not isinstance(response, dict):
         raise Invalid("response must be an object")
     unknown = set(response) - RESPONSE_FIELDS
