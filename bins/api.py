@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -18,22 +17,37 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import bincache, live
+from . import bincache, live, ratelimit
+from .hosts import request_bases
 from .models import Bin, Capture
 from .outgoing import BadTarget
+from .ratelimit import RateLimited
 from .resend import resend_capture
-from .validation import Invalid, bin_changes
+from .validation import TOKEN, Invalid, bin_changes, header_problem
 
 MAX_LIMIT = 500
-METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def base_url(request: HttpRequest) -> str:
-    return settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+def too_many(exc: RateLimited) -> JsonResponse:
+    response = error(429, str(exc))
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def check_create_rate(request: HttpRequest) -> None:
+    """New bins per minute per client address (BIN_CREATE_RATE_LIMIT), page and API alike."""
+    address = request.META.get("REMOTE_ADDR") or "unknown"
+    wait = ratelimit.retry_after_sync("create", address)
+    if wait:
+        raise RateLimited(
+            wait,
+            f"Too many new bins from your address (at most {settings.BIN_CREATE_RATE_LIMIT} a "
+            f"minute). Try again in {wait} s.",
+        )
 
 
 def api_view(methods: list[str]) -> Callable[..., Any]:
@@ -58,6 +72,8 @@ def api_view(methods: list[str]) -> Callable[..., Any]:
                 return view(request, *args, **kwargs)
             except Invalid as exc:
                 return error(400, str(exc))
+            except RateLimited as exc:
+                return too_many(exc)
 
         return wrapper
 
@@ -78,8 +94,10 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 @api_view(["POST"])
 def bins(request: HttpRequest) -> HttpResponse:
-    bin_ = Bin.objects.create(**bin_changes({}, json_body(request)))
-    return JsonResponse(bin_.settings_json(base_url(request)), status=201)
+    changes = bin_changes({}, json_body(request))
+    check_create_rate(request)
+    bin_ = Bin.objects.create(**changes)
+    return JsonResponse(bin_.settings_json(request_bases(request)), status=201)
 
 
 @api_view(["GET", "PATCH", "DELETE"])
@@ -94,7 +112,7 @@ def bin_detail(request: HttpRequest, bin_: Bin) -> HttpResponse:
         bincache.forget(bin_.token)
         bin_.delete()
         return HttpResponse(status=204)
-    return JsonResponse(bin_.settings_json(base_url(request)))
+    return JsonResponse(bin_.settings_json(request_bases(request)))
 
 
 @api_view(["GET", "DELETE"])
@@ -190,6 +208,8 @@ async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpRespo
         delivery = await resend_capture(capture, data.get("target_url"), **edits)
     except (Invalid, BadTarget) as exc:
         return error(400, str(exc))
+    except RateLimited as exc:
+        return too_many(exc)
     return JsonResponse(delivery.as_json(), status=201)
 
 
@@ -208,19 +228,19 @@ def resend_edits(data: dict[str, Any]) -> dict[str, Any]:
     edits: dict[str, Any] = {}
     if "method" in data:
         method = data["method"]
-        if not isinstance(method, str) or not METHOD.fullmatch(method):
+        if not isinstance(method, str) or not TOKEN.fullmatch(method):
             raise Invalid("method must be an HTTP method token, e.g. POST")
         edits["method"] = method
     if "headers" in data:
         headers = data["headers"]
         if not isinstance(headers, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
-            for p in headers
+            isinstance(p, list) and len(p) == 2 for p in headers
         ):
             raise Invalid("headers must be a list of [name, value] string pairs")
-        for name, value in headers:
-            if not METHOD.fullmatch(name) or any(c in value for c in "\r\n\0"):
-                raise Invalid(f"header {name!r} is not a valid header line")
+        for i, (name, value) in enumerate(headers):
+            problem = header_problem(name, value)
+            if problem:
+                raise Invalid(f"headers[{i}]: {problem}")
         edits["headers"] = [(n.encode("utf-8"), v.encode("utf-8")) for n, v in headers]
     if "body" in data and "body_base64" in data:
         raise Invalid("give body or body_base64, not both")

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from django.conf import settings
 
-from . import bincache, capture, writer
-from .ratelimit import RateLimiter
+from . import bincache, capture, hop, hosts, ratelimit, writer
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +26,33 @@ class CaptureRouter:
         self.fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and capture.is_capture_path(raw_path(scope)):
+        if scope["type"] != "http":
+            await self.fallback(scope, receive, send)
+            return
+        is_capture = capture.is_capture_path(raw_path(scope))
+        if settings.CAPTURE_URL:
+            refused = misdirected(scope, is_capture)
+            if refused is not None:
+                await send_reply(send, refused)
+                return
+        if is_capture:
             await capture_app(scope, receive, send)
+        elif hop.sent_by_us(scope.get("headers", ())):
+            await send_reply(send, hop.LOOP_REPLY)
         else:
             await self.fallback(scope, receive, send)
 
 
-_limiter: RateLimiter | None = None
-
-
-def rate_limiter() -> RateLimiter:
-    global _limiter
-    if _limiter is None or _limiter.rate != settings.BIN_RATE_LIMIT:
-        _limiter = RateLimiter(settings.BIN_RATE_LIMIT)
-    return _limiter
+def misdirected(scope: Scope, is_capture: bool) -> capture.Reply | None:
+    """With CAPTURE_URL set: its host answers captures only, the app's host no captures."""
+    on_capture_host = hosts.is_capture_host(hosts.header(scope, b"host"))
+    if on_capture_host and not is_capture and scope["path"] != "/healthz":
+        return capture.error_reply(404, "This host serves capture URLs only.")
+    if is_capture and not on_capture_host:
+        return capture.error_reply(
+            404, f"Capture URLs are served at {settings.CAPTURE_URL}/<token>, not on this host."
+        )
+    return None
 
 
 def raw_path(scope: Scope) -> bytes:
@@ -50,7 +61,7 @@ def raw_path(scope: Scope) -> bytes:
 
 async def capture_app(scope: Scope, receive: Any, send: Any) -> None:
     reply = await handle(scope, receive)
-    await send_reply(send, reply)
+    await send_reply(send, reply, scope["method"])
 
 
 async def handle(scope: Scope, receive: Any) -> capture.Reply:
@@ -65,7 +76,7 @@ async def handle(scope: Scope, receive: Any) -> capture.Reply:
     if info is None:
         return capture.NOT_FOUND
     if settings.BIN_RATE_LIMIT > 0:
-        wait = rate_limiter().retry_after(info.bin.id, time.monotonic())
+        wait = await ratelimit.retry_after("capture", info.bin.token)
         if wait:
             return capture.rate_limited(wait)
     limit = settings.MAX_BODY_BYTES
@@ -125,9 +136,16 @@ SANDBOX = [
 ]
 
 
-async def send_reply(send: Any, reply: capture.Reply) -> None:
+async def send_reply(send: Any, reply: capture.Reply, method: str = "POST") -> None:
     headers = [(n, v) for n, v in reply.headers if n.lower() != b"content-length"]
     headers += SANDBOX
-    headers.append((b"content-length", str(len(reply.body)).encode()))
+    body = reply.body
+    if reply.status in capture.NO_BODY_STATUSES:
+        body = b""
+    else:
+        # HEAD: the length a GET would get, and no body.
+        headers.append((b"content-length", str(len(body)).encode()))
+        if method.upper() == "HEAD":
+            body = b""
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    await send({"type": "http.response.body", "body": body})

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .models import Bin, Capture, capture_json, display_text, full_response, wire_to_text
+from .validation import header_problem
 
 # The first path segment looks like a token in some form: those paths belong to the capture
 # handler (which answers 404 for any non-canonical form); everything else goes to Django.
@@ -88,15 +89,30 @@ def rate_limited(retry_after: int) -> Reply:
 
 
 def reply_for(config: dict[str, Any] | None) -> Reply:
-    """What a bin answers every capture with, from its `response` settings."""
+    """What a bin answers every capture with, from its `response` settings.
+
+    The API refuses what a reply may not be (see `validation`); this holds for settings stored
+    before those rules too: a status outside 200-599 is answered as 200, a header that may not
+    be sent is left out.
+    """
     config = full_response(config)
-    headers = [(str(n).encode("latin-1"), str(v).encode("latin-1")) for n, v in config["headers"]]
+    status = config["status"] if type(config["status"]) is int else 200
+    headers = [
+        (n.encode("latin-1"), v.encode("latin-1"))
+        for n, v in config["headers"]
+        if header_problem(n, v, reply=True) is None
+    ]
     return Reply(
-        int(config["status"]),
+        status if 200 <= status <= 599 else 200,
         headers,
         str(config["body"]).encode("utf-8"),
         int(config.get("delay_ms") or 0),
     )
+
+
+# HTTP forbids a body in these answers (RFC 9110 6.4.1): a client would read it as the start of
+# the next response on the connection.
+NO_BODY_STATUSES = {204, 304}
 
 
 @dataclass(slots=True)

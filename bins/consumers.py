@@ -14,12 +14,12 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 from django.template.loader import render_to_string
 
 from .capture import parse_token
+from .hosts import scope_bases
 from .live import group_name, live_item
-from .models import Bin, Capture
+from .models import Bin, Capture, page_list_limit
 
 
 class BinStreamConsumer(AsyncWebsocketConsumer):
@@ -124,25 +124,17 @@ class PageStreamConsumer(BinStreamConsumer):
         captures = list(
             Capture.objects.filter(bin=self.bin)
             .defer("body", "headers_json")
-            .order_by("-id")[: settings.CAPTURES_PER_BIN]
+            .order_by("-id")[: page_list_limit()]
         )
         context = {
             "captures": captures,
             "bin": self.bin,
             "oob": True,
-            "captures_per_bin": settings.CAPTURES_PER_BIN,
-            "capture_url": self.bin.capture_url(self.base_url()),
+            "captures_per_bin": page_list_limit(),
+            "capture_url": self.bin.capture_url(scope_bases(self.scope)),
         }
         html = render_to_string("bins/_capture_list.html", context)
         return html, [c.id for c in captures]
-
-    def base_url(self) -> str:
-        """The instance's base URL as this page sees it (like `api.base_url` for requests)."""
-        if settings.PUBLIC_URL:
-            return settings.PUBLIC_URL
-        host = dict(self.scope.get("headers", ())).get(b"host", b"").decode("latin-1")
-        scheme = "https" if self.scope.get("scheme") == "wss" else "http"
-        return f"{scheme}://{host}"
 
     async def send_captures(self, captures: list[list[Any]]) -> None:
         rows = [json.loads(text) for _, text in reversed(captures)]

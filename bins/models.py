@@ -12,12 +12,15 @@ import base64
 import json
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
 from django.urls import reverse
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from .hosts import Bases
 
 DEFAULT_RESPONSE: dict[str, Any] = {
     "status": 200,
@@ -52,6 +55,15 @@ def utf8_or_none(raw: bytes) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+# The inspector page lists at most this many captures of a bin (newest first); the API pages on.
+PAGE_LIST_MAX = 500
+
+
+def page_list_limit() -> int:
+    """How many captures the page lists: what the bin keeps, up to PAGE_LIST_MAX."""
+    return min(settings.CAPTURES_PER_BIN or PAGE_LIST_MAX, PAGE_LIST_MAX)
 
 
 def full_response(stored: dict[str, Any] | None) -> dict[str, Any]:
@@ -99,17 +111,17 @@ class Bin(models.Model):
     def response_config(self) -> dict[str, Any]:
         return full_response(self.response)
 
-    def capture_url(self, base: str) -> str:
-        return f"{base}/{self.token}"
+    def capture_url(self, bases: Bases) -> str:
+        return f"{bases.capture}/{self.token}"
 
     def inspect_path(self) -> str:
         return reverse("bins:inspect", args=[self.token])
 
-    def settings_json(self, base: str) -> dict[str, Any]:
+    def settings_json(self, bases: Bases) -> dict[str, Any]:
         return {
             "token": str(self.token),
-            "capture_url": self.capture_url(base),
-            "inspect_url": base + self.inspect_path(),
+            "capture_url": self.capture_url(bases),
+            "inspect_url": bases.app + self.inspect_path(),
             "created_at": self.created_at.isoformat(),
             "response": self.response_config,
             "forward_url": self.forward_url or None,
@@ -206,6 +218,8 @@ class Capture(models.Model):
         cascade to their deliveries).
         """
         keep = settings.CAPTURES_PER_BIN if keep is None else keep
+        if keep <= 0:
+            return 0  # 0 = unlimited: nothing is ever pruned
         capture, delivery = cls._meta.db_table, Delivery._meta.db_table
         deleted = 0
         with connection.cursor() as cursor:

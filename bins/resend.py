@@ -15,10 +15,11 @@ from urllib.parse import urlsplit
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from . import outgoing
+from . import hop, outgoing, ratelimit
 from .capture import Pending
 from .models import Capture, Delivery, text_to_wire
 from .outgoing import BadTarget
+from .ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ async def deliver(
     request = outgoing.Outgoing(
         method=method or capture.method,
         url=url,
-        headers=headers if headers is not None else wire_headers(capture),
+        headers=hop.stamp(headers if headers is not None else wire_headers(capture)),
         body=body if body is not None else capture.body_bytes,
     )
     try:
@@ -98,10 +99,20 @@ async def deliver(
 async def resend_capture(capture: Capture, target_url: str | None, **edits: Any) -> Delivery:
     """A resend from the page or the API: to `target_url`, or else to the bin's last target,
     which the bin then remembers (so the next resend is one click)."""
+    if target_url is not None and not isinstance(target_url, str):
+        raise BadTarget("target_url must be a string: the URL to send to")
     target = (target_url or "").strip() or capture.bin.last_target_url
     if not target:
         raise BadTarget(
             "target_url is required: the URL to send to, e.g. http://localhost:3000/webhooks"
+        )
+    outgoing.check_url(target)
+    wait = await ratelimit.retry_after("resend", capture.bin.token)
+    if wait:
+        raise RateLimited(
+            wait,
+            f"Too many resends for this bin (at most {settings.RESEND_RATE_LIMIT:g} a second): "
+            f"nothing was sent. Try again in {wait} s.",
         )
     delivery = await deliver(capture, target, **edits)
     await database_sync_to_async(capture.bin.remember_target)(delivery.target_url)
@@ -125,6 +136,12 @@ def forward_later(captures: list[Pending]) -> None:
     """Start forwarding the captures of bins that have a forward_url (from the event loop)."""
     for capture in captures:
         if capture.bin.forward_url:
+            if hop.captured_from_us(capture.headers):
+                logger.info(
+                    "capture %s came from this instance (resend or forward): not forwarded again",
+                    capture.pk,
+                )
+                continue
             if len(_forwarding) >= MAX_PENDING_FORWARDS:
                 logger.error(
                     "auto-forward backlog full (%d waiting): capture %s not forwarded",

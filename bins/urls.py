@@ -10,6 +10,7 @@ app_name = "bins"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("robots.txt", views.robots, name="robots"),
     path("bins/", views.new_bin, name="new"),
     path("bins/<token:token>/", views.inspect, name="inspect"),
     path("bins/<token:token>/clear/", views.clear, name="clear"),

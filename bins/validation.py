@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote
 
 from .models import full_response
 from .outgoing import BadTarget, check_url
 
 RESPONSE_FIELDS = {"status", "headers", "body", "delay_ms"}
 MAX_DELAY_MS = 30_000
-# Framing headers are the server's to set: a wrong Content-Length would break the reply.
-SERVER_HEADERS = {"content-length", "transfer-encoding", "connection"}
+# An HTTP token (RFC 9110 5.6.2): what a header name or a method may be.
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters in a header value: C0 but tab, DEL, and C1 (0x80-0x9f, which Latin-1 text
+# carries as single bytes: NEL \x85 ends a line for some parsers).
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# Framing and connection headers are the server's to set: a wrong Content-Length would break
+# the reply, Upgrade with Connection would ask for a tunnel.
+SERVER_HEADERS = {
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "trailer",
+    "te",
+    "proxy-connection",
+}
+# A bin's reply is served from this instance's origin, and whoever holds the token writes it:
+# headers that act on the whole origin (its cookies and storage, where the browser sends its
+# traffic, its error reports, its transport security) are never allowed in it.
+ORIGIN_HEADERS = {
+    "set-cookie",
+    "set-cookie2",
+    "clear-site-data",
+    "alt-svc",
+    "nel",
+    "report-to",
+    "strict-transport-security",
+    "service-worker-allowed",
+    "accept-ch",
+}
 
 
 class Invalid(ValueError):
@@ -35,7 +66,7 @@ def bin_changes(
             changes["forward_url"] = "" if url in (None, "") else check_url(url)
         except BadTarget as exc:
             raise Invalid(f"forward_url: {exc}") from exc
-        if token and token in changes["forward_url"]:
+        if token and token in unquote(changes["forward_url"]).lower():
             raise Invalid("forward_url points at this bin: every capture would forward forever")
     return changes
 
@@ -49,8 +80,10 @@ def merge_response(current: dict[str, Any] | None, response: Any) -> dict[str, A
         raise Invalid(f"unknown response field(s): {', '.join(sorted(unknown))}")
     if "status" in response:
         status = response["status"]
-        if type(status) is not int or not 100 <= status <= 599:
-            raise Invalid("response.status must be an integer from 100 to 599")
+        if type(status) is not int or not 200 <= status <= 599:
+            # 1xx would carry the reply past the sandbox header as an interim response, and 101
+            # would open a raw tunnel on this origin.
+            raise Invalid("response.status must be an integer from 200 to 599")
     if "headers" in response:
         response_headers(response["headers"])
     if "body" in response and not isinstance(response["body"], str):
@@ -62,29 +95,35 @@ def merge_response(current: dict[str, Any] | None, response: Any) -> dict[str, A
     return {**merged, **response}
 
 
-def response_headers(headers: Any) -> None:
-    if not isinstance(headers, list):
-        raise Invalid("response.headers must be a list of [name, value] pairs")
-    for pair in headers:
-        if not (
-            isinstance(pair, list)
-            and len(pair) == 2
-            and all(isinstance(part, str) for part in pair)
-        ):
-            raise Invalid("response.headers must be a list of [name, value] string pairs")
-        name, value = pair
-        if (
-            not name
-            or not name.isascii()
-            or any(c in name for c in " :\r\n\t")
-            or not name.isprintable()
-        ):
-            raise Invalid(f"response header name {name!r} is not a valid header name")
-        if any(c in value for c in "\r\n\0"):
-            raise Invalid(f"response header {name!r} has a line break or NUL in its value")
+def header_problem(name: object, value: object, *, reply: bool = False) -> str | None:
+    """Why a header pair cannot be sent, or None. The one check for every header this instance
+    sends: a bin's reply (`reply=True`: Latin-1 text, none of the origin-wide headers) and an
+    edited resend."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        return "must be a [name, value] pair of strings"
+    if not TOKEN.fullmatch(name):
+        return f"name {name!r} is not a valid header name"
+    if CONTROL.search(value):
+        return f"{name!r} has a control character (line break, NUL, ...) in its value"
+    if reply:
+        lower = name.lower()
+        if lower in SERVER_HEADERS:
+            return f"{name!r} is set by the server"
+        if lower in ORIGIN_HEADERS:
+            return f"{name!r} would act on this instance's own origin; a bin's reply never sets it"
         try:
             value.encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise Invalid(f"response header {name!r} must be Latin-1 text") from exc
-        if name.lower() in SERVER_HEADERS:
-            raise Invalid(f"response header {name!r} is set by the server")
+        except UnicodeEncodeError:
+            return f"{name!r} must be Latin-1 text"
+    return None
+
+
+def response_headers(headers: Any, field: str = "response.headers") -> None:
+    if not isinstance(headers, list):
+        raise Invalid(f"{field} must be a list of [name, value] pairs")
+    for i, pair in enumerate(headers):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise Invalid(f"{field}[{i}] must be a [name, value] pair of strings")
+        problem = header_problem(*pair, reply=True)
+        if problem:
+            raise Invalid(f"{field}[{i}]: {problem}")

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import display
-from .api import base_url, find_capture, resend_edits
+from .api import check_create_rate, find_capture, resend_edits
 from .capture import parse_token
+from .hosts import request_bases
 from .live import announce_deleted, group_send_within
-from .models import Bin, Capture
+from .models import Bin, Capture, page_list_limit
 from .outgoing import NOT_FORWARDED, BadTarget
+from .ratelimit import RateLimited
 from .resend import resend_capture
 from .validation import Invalid
 
@@ -29,13 +30,28 @@ def _remember(response: HttpResponse, bin_: Bin) -> HttpResponse:
     return response
 
 
+def create_bin(request: HttpRequest) -> Bin | HttpResponse:
+    """A new bin, or the page that says this address made too many lately."""
+    try:
+        check_create_rate(request)
+    except RateLimited as exc:
+        response = render(
+            request, "message.html", {"title": "Too many new bins", "text": str(exc)}, status=429
+        )
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    return Bin.objects.create()
+
+
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     """Back to the bin this browser used last, or a new one."""
     token = parse_token(request.COOKIES.get(LAST_BIN_COOKIE, ""))
     bin_ = Bin.objects.filter(token=token).first() if token else None
     if bin_ is None:
-        bin_ = Bin.objects.create()
+        bin_ = create_bin(request)
+        if isinstance(bin_, HttpResponse):
+            return bin_
     return _remember(redirect(bin_.inspect_path()), bin_)
 
 
@@ -52,7 +68,9 @@ def clear(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_POST
 def new_bin(request: HttpRequest) -> HttpResponse:
-    bin_ = Bin.objects.create()
+    bin_ = create_bin(request)
+    if isinstance(bin_, HttpResponse):
+        return bin_
     return _remember(redirect(bin_.inspect_path()), bin_)
 
 
@@ -70,14 +88,12 @@ def inspect(request: HttpRequest, token: str, capture_id: int | None = None) -> 
     detail = detail_context(selected)
     if request.htmx and request.htmx.target == "detail":
         return render(request, "bins/_detail.html", detail)
-    captures = bin_.captures.defer("body", "headers_json").order_by("-id")[
-        : settings.CAPTURES_PER_BIN
-    ]
+    captures = bin_.captures.defer("body", "headers_json").order_by("-id")[: page_list_limit()]
     context = {
         "bin": bin_,
-        "capture_url": bin_.capture_url(base_url(request)),
+        "capture_url": bin_.capture_url(request_bases(request)),
         "captures": captures,
-        "captures_per_bin": settings.CAPTURES_PER_BIN,  # the page trims its list to this
+        "captures_per_bin": page_list_limit(),  # the page trims its list to this
         **detail,
     }
     return _remember(render(request, "bins/inspect.html", context), bin_)
@@ -116,15 +132,27 @@ async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpRespo
         raise Http404("No capture with this id in this bin.")
     form = request.POST
     message = None
+    status = 200
+    retry_after = None
     try:
         edits = resend_edits(form_edits(form, capture)) if form.get("edit") else {}
         await resend_capture(capture, form.get("target_url"), **edits)
     except (Invalid, BadTarget) as exc:
-        message = str(exc)
+        message, status = str(exc), 400
+    except RateLimited as exc:
+        message, status, retry_after = str(exc), 429, exc.retry_after
     context = await database_sync_to_async(deliveries_context)(capture, message)
     if request.htmx:
-        return render(request, "bins/_deliveries.html", context)
-    return redirect("bins:capture", token, capture_id)
+        response = render(request, "bins/_deliveries.html", context, status=status)
+    elif message:
+        response = render(
+            request, "message.html", {"title": "Not sent", "text": message}, status=status
+        )
+    else:
+        return redirect("bins:capture", token, capture_id)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 def form_edits(form: QueryDict, capture: Capture) -> dict[str, object]:
@@ -165,3 +193,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"ok": not failed, "database": connection.vendor, "errors": failed}, status=status
     )
+
+
+@require_GET
+def robots(request: HttpRequest) -> HttpResponse:
+    """Bins are private to whoever holds their token: nothing here is for search engines."""
+    return HttpResponse("User-agent: *\nDisallow: /\n", content_type="text/plain")

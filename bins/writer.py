@@ -125,7 +125,7 @@ def housekeeping(stored: dict[int, int]) -> None:
     group would cost a database round trip every commit.
     """
     global _last_expiry_sweep
-    step = max(1, settings.CAPTURES_PER_BIN // 20)
+    step = max(1, settings.CAPTURES_PER_BIN // 20)  # (0 = unlimited: prune_bins does nothing)
     due = []
     for bin_id, count in stored.items():
         since = _since_prune.get(bin_id)

@@ -12,7 +12,7 @@ django_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from bins.asgi import CaptureRouter  # noqa: E402
-from bins.origin import SameOriginValidator  # noqa: E402
+from bins.hosts import WebsocketGuard  # noqa: E402
 from bins.routing import websocket_urlpatterns  # noqa: E402
 from bins.server import disable_form_parsing  # noqa: E402
 
@@ -26,6 +26,6 @@ gc.freeze()
 application = ProtocolTypeRouter(
     {
         "http": CaptureRouter(django_app),
-        "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
+        "websocket": WebsocketGuard(URLRouter(websocket_urlpatterns)),
     }
 )

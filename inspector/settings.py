@@ -5,25 +5,76 @@ and the in-memory channel layer. `DATABASE_URL` and `REDIS_URL` switch to Postgr
 Redis for deployments with several processes.
 """
 
+import ipaddress
+import math
 import os
 import secrets
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from csp.constants import NONCE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def config_error(message: str) -> SystemExit:
+    """Stop at start with a message naming the variable (the contract: a bad value never runs)."""
+    return SystemExit(f"Configuration error: {message}")
+
+
 def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise config_error(f"{name} must be on or off (1/0, true/false), not {value!r}")
 
 
 def env_int(name: str, default: int) -> int:
+    """A whole number >= 0 (every limit: 0 means unlimited or off)."""
     value = os.environ.get(name, "").strip()
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise config_error(f"{name} must be a whole number, not {value!r}") from None
+    if number < 0:
+        raise config_error(f"{name} must be 0 or more, not {number}")
+    return number
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise config_error(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or number < minimum:
+        raise config_error(f"{name} must be a number of at least {minimum:g}, not {value!r}")
+    return number
+
+
+def env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def env_origin(name: str) -> str:
+    """An http(s) origin such as https://hooks.example.com (no path), or "" when unset."""
+    value = os.environ.get(name, "").strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path.strip("/"):
+        raise config_error(f"{name} must be like https://hooks.example.com, not {value!r}")
+    return value
 
 
 DATA_DIR = Path(os.environ.get("DATA_DIR") or BASE_DIR / "data")
@@ -54,19 +105,56 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG")
-# Capture URLs are pasted into providers under whatever name the instance has, so every host is
-# accepted unless the deployment narrows it.
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [
-    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+PUBLIC_URL = env_origin("PUBLIC_URL")
+# A separate origin for capture URLs: a bin's reply (whatever its owner configured) then never
+# shares an origin with the pages. That host serves captures only; the app's host no captures.
+CAPTURE_URL = env_origin("CAPTURE_URL")
+# Host names the pages and API answer to. Not "*": a DNS-rebinding page (attacker.example
+# resolving to 127.0.0.1) could otherwise drive a laptop instance through the visitor's browser.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or [
+    *LOOPBACK_HOSTS,
+    *(
+        [
+            urlsplit(PUBLIC_URL).netloc.rsplit(":", 1)[0]
+            if "]" in PUBLIC_URL
+            else urlsplit(PUBLIC_URL).hostname
+        ]
+        if PUBLIC_URL
+        else []
+    ),
 ]
-PUBLIC_URL = os.environ.get("PUBLIC_URL", "").rstrip("/")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 if PUBLIC_URL:
     # The page's forms post from the public origin, which a TLS proxy hides from Django.
-    CSRF_TRUSTED_ORIGINS.append("/".join(PUBLIC_URL.split("/")[:3]))
-if env_bool("TRUST_X_FORWARDED_PROTO"):
+    CSRF_TRUSTED_ORIGINS.append(PUBLIC_URL)
+TRUST_X_FORWARDED_PROTO = env_bool("TRUST_X_FORWARDED_PROTO")
+if TRUST_X_FORWARDED_PROTO:
     # Only behind a proxy that sets it: then https:// links and secure-cookie checks hold.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def _bind_addresses() -> list[str]:
+    """Where this server listens: `HOST` (what `make run` binds), else Daphne's own arguments
+    (`-b/--bind`, default 127.0.0.1). A unix socket or file descriptor says nothing: unknown."""
+    if os.environ.get("HOST", "").strip():
+        return [os.environ["HOST"].strip()]
+    args = sys.argv[1:] if Path(sys.argv[0]).name == "daphne" else []
+    binds = [args[i + 1] for i, a in enumerate(args[:-1]) if a in {"-b", "--bind"}]
+    binds += [a.split("=", 1)[1] for a in args if a.startswith("--bind=")]
+    if any(a in {"-u", "--unix-socket", "--fd", "-e", "--endpoint"} for a in args):
+        binds.append("unknown")
+    return binds or ["127.0.0.1"]
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+LISTENS_ON_LOOPBACK_ONLY = all(_is_loopback(a) for a in _bind_addresses())
 
 INSTALLED_APPS = [
     "daphne",
@@ -86,6 +174,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "bins.middleware.noindex",
 ]
 
 ROOT_URLCONF = "inspector.urls"
@@ -100,6 +189,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.template.context_processors.csrf",
+                "bins.context_processors.page",
             ],
         },
     }
@@ -109,7 +199,7 @@ _sqlite_path = DATA_DIR / "inspector.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{_sqlite_path}",
-        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+        conn_max_age=env_int("CONN_MAX_AGE", 60),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -128,11 +218,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A commit returns once it is written, without waiting for the disk: the same promise as
-    # SQLite in WAL mode with synchronous=NORMAL above (a crash of the machine, not of the
-    # database, can lose the last moment of commits). It lets the capture writer commit
-    # without a disk flush per group. PG_SYNCHRONOUS_COMMIT=on waits for the disk.
-    sync = os.environ.get("PG_SYNCHRONOUS_COMMIT", "off").strip().lower()
+    # Durable by default: a capture answered 2xx survives a crash of PostgreSQL or of the
+    # machine, because its commit waited for the WAL flush (one flush per commit group, so the
+    # capture path pays it once per group). PG_SYNCHRONOUS_COMMIT=off is the opt-in fast mode:
+    # commits return before the flush, and a crash of PostgreSQL or the machine can lose the
+    # last fraction of a second of acknowledged captures.
+    sync = os.environ.get("PG_SYNCHRONOUS_COMMIT", "on").strip().lower() or "on"
+    if sync not in {"on", "off"}:
+        raise config_error(f"PG_SYNCHRONOUS_COMMIT must be on or off, not {sync!r}")
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c synchronous_commit={sync}"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -171,17 +264,17 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-# Captures never go through Django; this bounds the JSON API and the page's forms, which may
-# carry an edited body for a resend (base64 in JSON: a third more than the body).
 APPEND_SLASH = True
 
-# Content-Security-Policy: no inline script, nothing from elsewhere. Captured content is
-# hostile; this is the last line of defence if something ever slips past escaping.
+# Content-Security-Policy: scripts and styles only by this response's nonce, never by origin.
+# `'self'` would also allow any capture URL on this origin, and a bin can answer
+# `application/javascript`: that would be an allowed script for any injection that slipped past
+# escaping. Captured content is hostile; this is the last line of defence.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
-        "default-src": ["'self'"],
-        "script-src": ["'self'"],
-        "style-src": ["'self'"],
+        "default-src": ["'none'"],
+        "script-src": [NONCE],
+        "style-src": [NONCE],
         "img-src": ["'self'", "data:"],
         "connect-src": ["'self'"],
         "frame-ancestors": ["'none'"],
@@ -195,30 +288,48 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 CSRF_COOKIE_SAMESITE = "Lax"
 
-# The product's own settings (see the README's configuration table).
+# The product's own settings (see the README's configuration table). Every limit takes 0 for
+# "unlimited" (or "off"); a value that is not a number, or negative, stops the server at start.
 MAX_BODY_BYTES = env_int("MAX_BODY_BYTES", 10 * 1024 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES * 4 // 3 + 1024 * 1024
+# Captures never go through Django; this bounds the JSON API and the page's forms, which may
+# carry an edited body for a resend (base64 in JSON: a third more than the body).
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES * 4 // 3 + 1024 * 1024 if MAX_BODY_BYTES else None
 CAPTURES_PER_BIN = env_int("CAPTURES_PER_BIN", 500)
 BIN_EXPIRE_DAYS = env_int("BIN_EXPIRE_DAYS", 30)
-# Requests per second per bin (per process); 0 is off, so a load test runs at full speed.
-BIN_RATE_LIMIT = float(os.environ.get("BIN_RATE_LIMIT", "0") or 0)
+# Requests per second per bin; 0 is off, so a load test runs at full speed. Shared by every
+# process through Redis when REDIS_URL is set.
+BIN_RATE_LIMIT = env_float("BIN_RATE_LIMIT", 0)
+# Resends per second per bin (page and API): a person clicking never gets near 5 a second,
+# while one 10 MiB capture resent in a loop would turn this instance into an amplifier.
+RESEND_RATE_LIMIT = env_float("RESEND_RATE_LIMIT", 5)
+# New bins per minute per client address (page and API): crawlers and scripts cannot fill
+# the database with bins.
+BIN_CREATE_RATE_LIMIT = env_int("BIN_CREATE_RATE_LIMIT", 60)
 
 # Resend and auto-forward targets. "deny" forbids loopback, private and link-local targets
-# (checked on the resolved address) for instances that face the internet. Cloud metadata
-# addresses are always forbidden unless their host is listed in RESEND_ALLOW_HOSTS.
-RESEND_PRIVATE_TARGETS = os.environ.get("RESEND_PRIVATE_TARGETS", "allow").strip().lower()
+# (checked on the resolved address) for instances that face the internet; the default allows
+# them only when this server listens on loopback alone (a laptop instance, whose point is to
+# send to localhost). Cloud metadata addresses are always forbidden unless their host is listed
+# in RESEND_ALLOW_HOSTS.
+RESEND_PRIVATE_TARGETS = os.environ.get("RESEND_PRIVATE_TARGETS", "").strip().lower() or (
+    "allow" if LISTENS_ON_LOOPBACK_ONLY else "deny"
+)
 if RESEND_PRIVATE_TARGETS not in {"allow", "deny"}:
-    raise ValueError("RESEND_PRIVATE_TARGETS must be allow or deny")
-RESEND_ALLOW_HOSTS = {
-    h.strip().lower() for h in os.environ.get("RESEND_ALLOW_HOSTS", "").split(",") if h.strip()
-}
-RESEND_TIMEOUT = float(os.environ.get("RESEND_TIMEOUT", "10") or 10)
+    raise config_error(
+        f"RESEND_PRIVATE_TARGETS must be allow or deny, not {RESEND_PRIVATE_TARGETS!r}"
+    )
+RESEND_ALLOW_HOSTS = {h.lower() for h in env_list("RESEND_ALLOW_HOSTS")}
+RESEND_TIMEOUT = env_float("RESEND_TIMEOUT", 10, minimum=0.1)
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO"
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise config_error(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {LOG_LEVEL!r}")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

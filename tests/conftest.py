@@ -14,6 +14,8 @@ from bins import live, writer
 from bins.models import Bin
 
 IN_CI = os.environ.get("CI") == "true"
+# What a client on the instance's own machine sends: a host name the instance answers to.
+HOST = [(b"host", b"localhost")]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -70,7 +70,7 @@ def test_get_patch_delete_bin(client, bin_):
         ('{"response": {"status": "200"}}', "status"),
         ('{"response": {"status": 99}}', "status"),
         ('{"response": {"status": 200, "bogus": 1}}', "unknown response field"),
-        ('{"response": {"headers": [["X-A"]]}}', "pairs"),
+        ('{"response": {"headers": [["X-A"]]}}', "pair"),
         ('{"response": {"headers": [["Bad Name", "1"]]}}', "header name"),
         ('{"response": {"headers": [["X-A", "a\\r\\nInjected: 1"]]}}', "line break"),
         ('{"response": {"headers": [["Content-Length", "5"]]}}', "set by the server"),

@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from bins.models import Bin, Capture, text_to_wire
 from inspector.asgi import application
 
-from .conftest import asgi_http
+from .conftest import HOST, asgi_http
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_loop")]
 
@@ -78,7 +78,7 @@ async def test_any_body_is_kept_exactly(bin_, body):
 
 async def test_a_content_type_that_is_not_utf8_is_stored_like_any_other(bin_):
     headers = [(b"content-type", b"text/plain; charset=\xff\xfe")]
-    ws = WebsocketCommunicator(application, f"/ws/bins/{bin_.token}/json/")
+    ws = WebsocketCommunicator(application, f"/ws/bins/{bin_.token}/json/", headers=HOST)
     assert (await ws.connect())[0]
     answers = await asyncio.gather(
         asgi_http(f"/{bin_.token}/odd", headers=headers, body=b"x"),
@@ -174,7 +174,7 @@ async def test_pruning_keeps_the_newest(bin_, settings):
 
 
 async def test_capture_is_pushed_live_after_it_is_stored(bin_):
-    ws = WebsocketCommunicator(application, f"/ws/bins/{bin_.token}/json/")
+    ws = WebsocketCommunicator(application, f"/ws/bins/{bin_.token}/json/", headers=HOST)
     connected, _ = await ws.connect()
     assert connected
     answer = await asgi_http(f"/{bin_.token}/live", body=b'{"n": 1}')

@@ -11,7 +11,7 @@ from bins.live import group_name, live_item
 from bins.models import Capture
 from inspector.asgi import application
 
-from .conftest import asgi_http
+from .conftest import HOST, asgi_http
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_loop")]
 
@@ -21,7 +21,7 @@ def add_capture(bin_, path):
 
 
 async def connect(path, headers=None):
-    ws = WebsocketCommunicator(application, path, headers=headers or [])
+    ws = WebsocketCommunicator(application, path, headers=headers or HOST)
     connected, _ = await ws.connect(timeout=5)
     return ws, connected
 
@@ -109,11 +109,11 @@ async def test_page_stream_resends_the_list_when_captures_are_deleted(bin_):
 async def test_origin_of_another_site_is_refused(bin_):
     path = f"/ws/bins/{bin_.token}/json/"
     _, connected = await connect(
-        path, [(b"host", b"hooks.test"), (b"origin", b"https://evil.test")]
+        path, [(b"host", b"localhost:8000"), (b"origin", b"https://evil.test")]
     )
     assert not connected
     ws, connected = await connect(
-        path, [(b"host", b"hooks.test"), (b"origin", b"http://hooks.test")]
+        path, [(b"host", b"localhost:8000"), (b"origin", b"http://localhost:8000")]
     )
     assert connected
     await ws.disconnect()

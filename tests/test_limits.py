@@ -9,19 +9,19 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from bins.models import Bin, Capture, Delivery
-from bins.ratelimit import RateLimiter
+from bins.ratelimit import Bucket
 
 from .conftest import asgi_http
 
 
 def test_rate_limiter_allows_the_rate_then_says_when():
-    limiter = RateLimiter(2)
+    limiter = Bucket(2, 2)
     assert limiter.retry_after("a", 100.0) == 0
     assert limiter.retry_after("a", 100.0) == 0
     assert limiter.retry_after("a", 100.0) == 1
     assert limiter.retry_after("b", 100.0) == 0  # per key
     assert limiter.retry_after("a", 100.6) == 0  # refilled
-    slow = RateLimiter(0.1)
+    slow = Bucket(0.1, 1)
     assert slow.retry_after("a", 0.0) == 0
     assert slow.retry_after("a", 0.0) == 10
 

@@ -1,6 +1,7 @@
 """The browser pages as HTML: redirects, the inspector, capture details, escaping, headers."""
 
 import json
+import re
 
 import pytest
 from django.test import Client
@@ -59,7 +60,13 @@ def test_inspector_page(client, bin_):
     assert "/hook" in html
     assert "htmx" in html and "hx-ws" in html
     csp = r["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    # Scripts and styles by this response's nonce only: never by origin, so nothing a capture
+    # URL on this origin serves could ever be one.
+    nonce = re.search(r"script-src 'nonce-([^']+)'", csp).group(1)
+    assert "'self'" not in csp.split("script-src")[1].split(";")[0]
+    assert "unsafe-inline" not in csp and f"style-src 'nonce-{nonce}'" in csp
+    tags = re.findall(r"<(?:script|link)\b[^>]*>", html)
+    assert tags and all(f'nonce="{nonce}"' in tag for tag in tags), tags
     assert "<script>" not in html  # no inline script: every script has a src
     assert r["X-Frame-Options"] == "DENY"
 

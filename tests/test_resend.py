@@ -13,6 +13,7 @@ import standardwebhooks
 import stripe
 from channels.db import database_sync_to_async
 
+from bins import hop
 from bins.models import Bin, Capture, Delivery
 from bins.outgoing import is_private
 
@@ -78,6 +79,8 @@ async def test_resend_sends_method_headers_and_body_byte_for_byte(bin_, target):
         ("x-dup", "1"),
         ("x-dup", "2"),
         ("x-odd", "caf\xc3\xa9"),  # http.server decodes header bytes as latin-1
+        # This instance's mark, added last: a capture that carries it is never auto-forwarded.
+        ("webhook-inspector-hop", hop.mark().decode()),
     ]
     assert target.header("content-length") == "256"
     # The bin remembers the target for the next one-click resend.
