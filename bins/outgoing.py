@@ -60,9 +60,18 @@ class Answer:
 
 
 def check_url(url: Any) -> str:
-    if not isinstance(url, str) or not url.strip():
+    if not isinstance(url, str):
+        raise BadTarget(
+            f"target_url must be a string (an http:// or https:// URL), not {type(url).__name__}"
+        )
+    if not url.strip():
         raise BadTarget("target_url must be an http:// or https:// URL")
     url = url.strip()
+    # A NUL or other control character means nothing in a URL; it is refused here rather than
+    # reaching the resolver or the database (where a NUL fails). Tabs and line breaks get the
+    # message below.
+    if any((ord(c) < 0x20 and c not in "\t\r\n") or c == "\x7f" for c in url):
+        raise BadTarget("target_url must not contain control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise BadTarget(f"target_url must start with http:// or https://, not {url!r}")
@@ -119,7 +128,11 @@ async def send(
     """
     started = time.perf_counter()
     host = urlsplit(outgoing.url).hostname or ""
-    async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+    # trust_env=False: HTTP(S)_PROXY, ALL_PROXY, NO_PROXY, SSL_CERT_FILE or .netrc in the
+    # server's environment must never reroute a send, or change what it trusts.
+    async with httpx.AsyncClient(
+        timeout=timeout_s, follow_redirects=False, trust_env=False
+    ) as client:
         for i, address in enumerate(addresses or [None]):
             try:
                 # httpx's timeouts are per read: a target that trickles its answer would hold
@@ -147,7 +160,7 @@ async def _send_once(
         ip = f"[{address}]" if ":" in address else address
         netloc = ip + (f":{parts.port}" if parts.port else "")
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-        headers = [(b"host", parts.netloc.encode("idna")), *headers]
+        headers = [(b"host", host_header(outgoing.url)), *headers]
         if parts.scheme == "https":
             extensions["sni_hostname"] = parts.hostname
     request = client.build_request(
@@ -176,6 +189,15 @@ async def _send_once(
         body_size=size,
         duration_ms=_ms(started),
     )
+
+
+def host_header(url: str) -> bytes:
+    """The Host header for a URL: host[:port] only, never the userinfo (`user:pw@`) that the
+    netloc may carry; an IPv6 literal in brackets, a name IDNA-encoded."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
+    return (host + (f":{parts.port}" if parts.port is not None else "")).encode("ascii")
 
 
 def _ms(started: float) -> float:
@@ -228,23 +250,86 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-METADATA = {
-    ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
-}
+# Cloud metadata services and host agents: reading them can hand out the instance's
+# credentials. Denied in both modes (README, "Resend targets") unless the host is named in
+# RESEND_ALLOW_HOSTS. The one list of them, by cloud:
+METADATA_NETWORKS = [
+    ipaddress.ip_network(n)
+    for n in (
+        # IPv4 link-local, whole: AWS, GCP, Azure, OpenStack, DigitalOcean and Oracle (OCI)
+        # metadata at 169.254.169.254; AWS ECS task metadata 169.254.170.2; AWS EKS Pod Identity
+        # 169.254.170.23; and whatever other agent a cloud puts there next.
+        "169.254.0.0/16",
+        "fe80::/10",  # IPv6 link-local, whole, for the same reason
+        "fd00:ec2::/32",  # AWS, whole: IMDS fd00:ec2::254, EKS Pod Identity fd00:ec2::23
+        "168.63.129.16/32",  # Azure WireServer (host agent)
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "192.0.0.192/32",  # Oracle Cloud (Classic) metadata
+    )
+]
+
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits. A connection to one may end
+# at that IPv4 address (a translator, a tunnel, or the host's own stack), so an address is
+# judged by itself and by the IPv4 it embeds. (IPv4-mapped, 6to4 and Teredo have their own
+# accessors in ipaddress.)
+LAST_32_BITS_IPV4 = [
+    ipaddress.ip_network(n)
+    for n in (
+        "::/96",  # IPv4-compatible (deprecated, RFC 4291): ::127.0.0.1
+        "::ffff:0:0:0/96",  # IPv4-translated (RFC 2765): ::ffff:0:127.0.0.1
+        "64:ff9b::/96",  # NAT64 well-known prefix (RFC 6052): 64:ff9b::7f00:1
+    )
+]
+# The NAT64 local-use prefix (RFC 8215) is not reachable from the internet, and an operator
+# may embed the IPv4 at any of RFC 6052's positions after a /48 to /96 prefix.
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+NOT_GLOBAL_V6 = [NAT64_LOCAL_USE]  # IANA: not globally reachable (older Pythons miss it)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address an IPv6 address carries (IPv4-mapped, -compatible, -translated,
+    NAT64, 6to4, both of Teredo's); none for an IPv4 address."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour:
+        found.append(ip.sixtofour)
+    if ip.teredo:
+        found.extend(ip.teredo)  # (server, client)
+    if any(ip in net for net in LAST_32_BITS_IPV4):
+        found.append(ipaddress.IPv4Address(ip.packed[12:]))
+    if ip in NAT64_LOCAL_USE:
+        # RFC 6052 2.2: bits 64-71 are zero ("u") and the IPv4 skips them; after a /48, /56
+        # or /64 prefix it starts at that byte, after a /96 prefix it is the last 32 bits.
+        without_u = ip.packed[:8] + ip.packed[9:]
+        found += [ipaddress.IPv4Address(without_u[n : n + 4]) for n in (6, 7, 8)]
+        found.append(ipaddress.IPv4Address(ip.packed[12:]))
+    return list(dict.fromkeys(found))
+
+
+def _judged(address: str) -> list[IPAddress]:
+    """The address and the IPv4 addresses it embeds: it is as private as the worst of them.
+    An IPv4-mapped address is only another spelling of its IPv4, so that alone is judged."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return [ip.ipv4_mapped]
+    return [ip, *embedded_ipv4(ip)]
 
 
 def is_metadata(address: str) -> bool:
-    """Cloud metadata services (AWS, GCP and Azure, ECS tasks, Alibaba; AWS's IPv6 one)."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip in METADATA
+    """A cloud metadata service or host agent (METADATA_NETWORKS), written directly or
+    embedded in an IPv6 address."""
+    return any(ip in net for ip in _judged(address) for net in METADATA_NETWORKS)
 
 
 def is_private(address: str) -> bool:
-    """Loopback, private, link-local and other non-public addresses."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    """Loopback, private, link-local and other non-public addresses, written directly or
+    embedded in an IPv6 address."""
+    return any(
+        not ip.is_global or ip.is_multicast or any(ip in net for net in NOT_GLOBAL_V6)
+        for ip in _judged(address)
+    )

@@ -7,6 +7,7 @@ here, every address is checked, and the connection goes to a checked address.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from typing import Any
@@ -29,7 +30,11 @@ class Forbidden(BadTarget):
 
 
 async def checked_addresses(url: str) -> list[str]:
-    """The target's addresses, after the policy has allowed every one of them."""
+    """The target's addresses, after the policy has allowed every one of them.
+
+    An IPv6 address is judged with the IPv4 addresses it embeds (NAT64, 6to4, Teredo,
+    IPv4-compatible, -mapped and -translated): `[::127.0.0.1]` is loopback here.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -39,15 +44,21 @@ async def checked_addresses(url: str) -> list[str]:
     for address in addresses:
         if outgoing.is_metadata(address):
             raise Forbidden(
-                f"{host} resolves to {address}, a cloud metadata address: forbidden unless "
-                "the host is named in RESEND_ALLOW_HOSTS"
+                f"{host} resolves to {_spelled(address)}, a cloud metadata or link-local "
+                "address: forbidden unless the host is named in RESEND_ALLOW_HOSTS"
             )
         if settings.RESEND_PRIVATE_TARGETS == "deny" and outgoing.is_private(address):
             raise Forbidden(
-                f"{host} resolves to {address}, a private, loopback or link-local address: "
-                "this instance forbids those targets (RESEND_PRIVATE_TARGETS=deny)"
+                f"{host} resolves to {_spelled(address)}, a private, loopback or link-local "
+                "address: this instance forbids those targets (RESEND_PRIVATE_TARGETS=deny)"
             )
     return addresses
+
+
+def _spelled(address: str) -> str:
+    """An address for a message, with the IPv4 it embeds (so the refusal makes sense)."""
+    embedded = outgoing.embedded_ipv4(ipaddress.ip_address(address))
+    return address + (f" (embeds {', '.join(map(str, embedded))})" if embedded else "")
 
 
 async def deliver(
@@ -96,17 +107,17 @@ async def deliver(
     return delivery
 
 
-async def resend_capture(capture: Capture, target_url: str | None, **edits: Any) -> Delivery:
+async def resend_capture(capture: Capture, target_url: Any, **edits: Any) -> Delivery:
     """A resend from the page or the API: to `target_url`, or else to the bin's last target,
     which the bin then remembers (so the next resend is one click)."""
-    if target_url is not None and not isinstance(target_url, str):
-        raise BadTarget("target_url must be a string: the URL to send to")
-    target = (target_url or "").strip() or capture.bin.last_target_url
-    if not target:
+    target = target_url
+    if target is None or (isinstance(target, str) and not target.strip()):
+        target = capture.bin.last_target_url
+    if target is None or target == "":
         raise BadTarget(
             "target_url is required: the URL to send to, e.g. http://localhost:3000/webhooks"
         )
-    outgoing.check_url(target)
+    outgoing.check_url(target)  # refuses a non-string or malformed URL in plain words
     wait = await ratelimit.retry_after("resend", capture.bin.token)
     if wait:
         raise RateLimited(

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +53,17 @@ class Server:
             self.proc.wait(5)
 
 
-def start_server(data_dir: Path, port: int | None = None, **env: str) -> Server:
+def start_server(
+    data_dir: Path, port: int | None = None, *, pythonpath: Sequence[Path] = (), **env: str
+) -> Server:
+    """A server process; `env` adds to (or overrides) its environment, and `pythonpath` puts
+    directories first on its import path (e.g. tests/guard, whose sitecustomize fences it in)."""
     port = port or free_port()
     log_path = data_dir / f"server-{port}-{time.monotonic_ns()}.log"
     full_env = {**os.environ, "DATABASE_URL": database_url(), "DATA_DIR": str(data_dir), **env}
+    if pythonpath:
+        paths = [str(p) for p in pythonpath] + [full_env.get("PYTHONPATH", "")]
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     daphne = Path(sys.executable).parent / "daphne"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
