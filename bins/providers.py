@@ -267,7 +267,7 @@ def _read_slack(h: dict[str, str], body: bytes) -> Recognised:
             event = _text(form["command"])
         elif "payload" in form:
             event = _text(_get(_json(form["payload"].encode()), "type"))
-    retry = h.get("x-slack-retry-num", "").strip()
+    retry = h.get("x-slack-retry-num", "").strip()[:6]
     return Recognised("slack", event, event_id, int(retry) if retry.isdecimal() else None)
 
 
@@ -410,6 +410,9 @@ def check_config(data: Any) -> dict[str, Any] | None:
     header = data.get("header")
     if not isinstance(header, str) or not _TOKEN.fullmatch(header):
         raise ValueError("signature.header must be a header name (letters, digits, -)")
+    if "_" in header:
+        # The HTTP server drops header names with "_" before the app sees them.
+        raise ValueError("signature.header must not contain _: such headers never arrive")
     algorithm = data.get("algorithm", "sha256")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"signature.algorithm must be one of {', '.join(ALGORITHMS)}")
@@ -471,15 +474,12 @@ def _age(timestamp: float, now: float, tolerance: int) -> Verdict | None:
     if not tolerance:
         return None
     if timestamp < now - tolerance:
-        return Verdict(
-            False, f"timestamp {now - timestamp:,.0f} s old, over the {tolerance} s tolerance"
-        )
-    if timestamp > now + tolerance:
-        return Verdict(
-            False,
-            f"timestamp {timestamp - now:,.0f} s in the future, over the {tolerance} s tolerance",
-        )
-    return None
+        off = f"{round(now - timestamp):,} s old"
+    elif timestamp > now + tolerance:
+        off = f"{round(timestamp - now):,} s in the future"
+    else:
+        return None
+    return Verdict(False, f"timestamp {off}, over the {tolerance} s tolerance")
 
 
 def verify(
@@ -532,12 +532,15 @@ def _verify_stripe(cfg: dict[str, Any], h: dict[str, str], body: bytes, url: str
     if not header:
         return Verdict(False, "no Stripe-Signature header")
     items = [item.split("=", 2) for item in header.split(",")]
-    stamps = [item for item in items if item[0] == "t"]
+    try:  # every "t" item must have a value, as the library's list comprehension requires
+        stamps = [item[1] for item in items if item[0] == "t"]
+    except IndexError:
+        return Verdict(False, "malformed Stripe-Signature header: t without a value")
     if not stamps:
         return Verdict(False, "malformed Stripe-Signature header: no t=")
     try:
-        timestamp = int(stamps[0][1])
-    except (IndexError, ValueError):
+        timestamp = int(stamps[0])
+    except ValueError:
         return Verdict(False, "malformed Stripe-Signature header: t= is not a whole number")
     try:
         signatures = [item[1] for item in items if item[0] == "v1"]
