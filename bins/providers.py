@@ -391,9 +391,7 @@ def check_config(data: Any) -> dict[str, Any] | None:
     if secret != secret.strip():
         raise ValueError("signature.secret must not start or end with whitespace")
     if scheme == "standard-webhooks":
-        match = _WHSEC.fullmatch(secret)
-        key = _whsec_key(secret) if match else b""
-        if not key:
+        if not (_WHSEC.fullmatch(secret) and _whsec_key(secret)):
             raise ValueError(
                 "signature.secret must be a Standard Webhooks secret: whsec_ then base64"
             )
@@ -414,10 +412,10 @@ def check_config(data: Any) -> dict[str, Any] | None:
         # The HTTP server drops header names with "_" before the app sees them.
         raise ValueError("signature.header must not contain _: such headers never arrive")
     algorithm = data.get("algorithm", "sha256")
-    if algorithm not in ALGORITHMS:
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise ValueError(f"signature.algorithm must be one of {', '.join(ALGORITHMS)}")
     encoding = data.get("encoding", "hex")
-    if encoding not in ENCODINGS:
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:
         raise ValueError(f"signature.encoding must be one of {', '.join(ENCODINGS)}")
     prefix = data.get("prefix", "")
     if (

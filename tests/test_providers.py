@@ -332,7 +332,9 @@ def test_check_config_fills_defaults():
         ({"scheme": "hmac", "secret": "s", "header": "X:Sig"}, "signature.header must be"),
         ({"scheme": "hmac", "secret": "s", "header": "x_sig"}, "must not contain _"),
         ({"scheme": "hmac", "secret": "s", "header": "x", "algorithm": "md5"}, "algorithm"),
+        ({"scheme": "hmac", "secret": "s", "header": "x", "algorithm": ["sha1"]}, "algorithm"),
         ({"scheme": "hmac", "secret": "s", "header": "x", "encoding": "base32"}, "encoding"),
+        ({"scheme": "hmac", "secret": "s", "header": "x", "encoding": {}}, "encoding"),
         ({"scheme": "hmac", "secret": "s", "header": "x", "prefix": 1}, "signature.prefix"),
         ({"scheme": "hmac", "secret": "s", "header": "x", "prefix": "a\nb"}, "signature.prefix"),
     ],
@@ -341,6 +343,43 @@ def test_check_config_refuses_naming_the_field(data, message):
     with pytest.raises(ValueError) as caught:
         check_config(data)
     assert message in str(caught.value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+setting_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "scheme": st.one_of(st.sampled_from(["hmac", "stripe", "standard-webhooks"]), json_values),
+        "secret": st.one_of(
+            st.text(max_size=20), st.sampled_from([WHSEC, "whsec_AA=="]), json_values
+        ),
+        "tolerance_s": st.one_of(st.integers(), json_values),
+        "header": st.one_of(st.text(max_size=10), json_values),
+        "algorithm": st.one_of(st.sampled_from(["sha1", "sha512"]), json_values),
+        "encoding": st.one_of(st.sampled_from(["hex", "base64"]), json_values),
+        "prefix": st.one_of(st.text(max_size=10), json_values),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(setting_fields, json_values))
+def test_check_config_raises_only_value_errors_and_its_output_is_usable(data):
+    try:
+        config = check_config(data)
+    except ValueError as exc:
+        assert str(exc).startswith(("signature", "unknown signature field"))
+        return
+    if config is not None:
+        assert check_config(config) == config  # what it returns, it takes back unchanged
+        assert verify(config, [], b"", "", 0).reason.startswith("no ")
+        assert isinstance(resign(config, "POST", "http://t/", [], b"", 0), list)
 
 
 # --- Signed requests, made by the providers' own libraries ---------------------------------
