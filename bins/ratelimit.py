@@ -100,7 +100,9 @@ _redis_down_until = 0.0
 
 def _args(name: str, key: Hashable) -> tuple[list[str], list[float]]:
     rate, burst = limit(name)
-    return [f"webhook-inspector:rate:{name}:{key}"], [1_000_000 / rate, burst]
+    # The limit is part of the key: a changed setting starts afresh instead of inheriting a
+    # timestamp computed for another rate.
+    return [f"webhook-inspector:rate:{name}:{rate:g}:{burst:g}:{key}"], [1_000_000 / rate, burst]
 
 
 def _seconds(wait_us: int) -> int:

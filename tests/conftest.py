@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -12,6 +12,9 @@ from django.conf import settings
 
 from bins import live, writer
 from bins.models import Bin
+
+from .browser import open_browser
+from .servers import Server, start_server
 
 IN_CI = os.environ.get("CI") == "true"
 # What a client on the instance's own machine sends: a host name the instance answers to.
@@ -25,6 +28,13 @@ def _services_in_ci():
         assert settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
     if IN_CI and os.environ.get("REDIS_URL"):
         assert "Redis" in settings.CHANNEL_LAYERS["default"]["BACKEND"]
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_bin_create_limit():
+    """Tests make many bins from one address: the limit is off unless a test is about it."""
+    settings.BIN_CREATE_RATE_LIMIT = 0
     yield
 
 
@@ -106,3 +116,34 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """Close connections after each use in tests, so that the threads Channels and asgiref run
     database calls in hold none when the test database is dropped."""
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+# --- real servers and a real browser (tests/browser.py has the helpers) ---------------------
+
+
+@pytest.fixture
+def servers(transactional_db, tmp_path) -> Iterator[Callable[..., Server]]:
+    """Starts server processes on the test database (one data folder, so one SECRET_KEY);
+    `start(port=..., **env)` starts one (again on a port it had). All are stopped at the end."""
+    started: list[Server] = []
+
+    def start(port: int | None = None, **env: str) -> Server:
+        started.append(start_server(tmp_path, port=port, **env))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(servers) -> Server:
+    return servers()
+
+
+@pytest.fixture
+def page(servers, transactional_db):
+    """A fresh Chromium page; gone before the servers and the database (Playwright's sync API
+    marks its loop as running in this thread, and Django's ORM refuses to run then)."""
+    with open_browser() as page:
+        yield page

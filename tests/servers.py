@@ -60,7 +60,15 @@ def start_server(
     directories first on its import path (e.g. tests/guard, whose sitecustomize fences it in)."""
     port = port or free_port()
     log_path = data_dir / f"server-{port}-{time.monotonic_ns()}.log"
-    full_env = {**os.environ, "DATABASE_URL": database_url(), "DATA_DIR": str(data_dir), **env}
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DATA_DIR": str(data_dir),
+        # Every test server makes bins from 127.0.0.1, and with Redis they share one count:
+        # the limit is off unless a test is about it.
+        "BIN_CREATE_RATE_LIMIT": "0",
+        **env,
+    }
     if pythonpath:
         paths = [str(p) for p in pythonpath] + [full_env.get("PYTHONPATH", "")]
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
