@@ -7,11 +7,11 @@ check here: a cookie grants nothing.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import bincache, live, ratelimit
 from .hosts import request_bases
+from .listing import shapes, with_inline_bodies
 from .models import Bin, Capture
 from .outgoing import BadTarget
 from .ratelimit import RateLimited
@@ -84,8 +85,10 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     if not request.body.strip():
         return {}
     try:
-        data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # orjson refuses nesting deeper than 1024 with a JSONDecodeError (json would raise
+        # RecursionError, a 500).
+        data = orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
         raise Invalid(f"malformed JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise Invalid("the body must be a JSON object")
@@ -115,35 +118,40 @@ def bin_detail(request: HttpRequest, bin_: Bin) -> HttpResponse:
     return JsonResponse(bin_.settings_json(request_bases(request)))
 
 
+LIST_PARAMS = {"limit", "before", "after", "method", "path", "provider", "event_type", "event_id"}
+
+
 @api_view(["GET", "DELETE"])
 def captures(request: HttpRequest, bin_: Bin) -> HttpResponse:
     if request.method == "DELETE":
-        count = bin_.captures.all().delete()[0]
+        count = bin_.delete_captures()
         live.announce_deleted(bin_.token, None)
         return JsonResponse({"deleted": count})
-    rows = bin_.captures.order_by("-id")
     params = request.GET
+    unknown = set(params) - LIST_PARAMS
+    if unknown:
+        raise Invalid(f"unknown parameter(s): {', '.join(sorted(unknown))}")
     limit = int_param(params, "limit", 50)
     if not 1 <= limit <= MAX_LIMIT:
         raise Invalid(f"limit must be between 1 and {MAX_LIMIT}")
+    rows = bin_.captures.all()
     if "before" in params:
-        rows = rows.filter(id__lt=int_param(params, "before", 0))
+        rows = rows.filter(seq__lt=int_param(params, "before", 0))
     if "after" in params:
-        rows = rows.filter(id__gt=int_param(params, "after", 0))
-    if params.get("method"):
-        rows = rows.filter(method=params["method"])
+        rows = rows.filter(seq__gt=int_param(params, "after", 0))
+    for name in ("method", "provider", "event_type", "event_id"):
+        if params.get(name):
+            rows = rows.filter(**{name: params[name]})
     if "path" in params:
         rows = rows.filter(path__startswith=params["path"])
-    unknown = set(params) - {"limit", "before", "after", "method", "path"}
-    if unknown:
-        raise Invalid(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    rows = with_inline_bodies(rows)
     if "after" in params and "before" not in params:
         # Catching up: the `limit` captures right after that id (still shown newest first),
         # so that paging on with the newest id seen misses none.
-        page = list(rows.order_by("id")[:limit])[::-1]
+        page = list(rows.order_by("seq")[:limit])[::-1]
     else:
-        page = list(rows[:limit])
-    return JsonResponse({"captures": [c.as_json() for c in page]})
+        page = list(rows.order_by("-seq")[:limit])
+    return JsonResponse({"captures": shapes(page)})
 
 
 def int_param(params: Any, name: str, default: int) -> int:
@@ -157,18 +165,19 @@ def int_param(params: Any, name: str, default: int) -> int:
 
 
 def get_capture(bin_: Bin, capture_id: int) -> Capture | None:
-    return bin_.captures.filter(id=capture_id).first()
+    return bin_.captures.filter(seq=capture_id).first()
 
 
 @api_view(["GET", "DELETE"])
 def capture_detail(request: HttpRequest, bin_: Bin, capture_id: int) -> HttpResponse:
+    if request.method == "DELETE":
+        if not bin_.delete_captures([capture_id]):
+            return error(404, "No capture with this id in this bin.")
+        live.announce_deleted(bin_.token, [capture_id])
+        return HttpResponse(status=204)
     capture = get_capture(bin_, capture_id)
     if capture is None:
         return error(404, "No capture with this id in this bin.")
-    if request.method == "DELETE":
-        capture.delete()
-        live.announce_deleted(bin_.token, [capture_id])
-        return HttpResponse(status=204)
     return JsonResponse(capture.as_json())
 
 
@@ -183,7 +192,7 @@ def capture_raw(request: HttpRequest, bin_: Bin, capture_id: int) -> HttpRespons
 def raw_body_response(capture: Capture) -> HttpResponse:
     """The captured bytes, exactly, as a download: never rendered as a page of this origin."""
     response = HttpResponse(capture.body_bytes, content_type="application/octet-stream")
-    response["Content-Disposition"] = f'attachment; filename="capture-{capture.pk}.bin"'
+    response["Content-Disposition"] = f'attachment; filename="capture-{capture.seq}.bin"'
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
@@ -217,7 +226,7 @@ resend = csrf_exempt(resend)
 
 
 def find_capture(token: str, capture_id: int) -> Capture | None:
-    return Capture.objects.select_related("bin").filter(bin__token=token, id=capture_id).first()
+    return Capture.objects.select_related("bin").filter(bin__token=token, seq=capture_id).first()
 
 
 def resend_edits(data: dict[str, Any]) -> dict[str, Any]:
@@ -262,4 +271,4 @@ def deliveries(request: HttpRequest, bin_: Bin, capture_id: int) -> HttpResponse
     if capture is None:
         return error(404, "No capture with this id in this bin.")
     rows = capture.deliveries.order_by("-id")[:MAX_LIMIT]
-    return JsonResponse({"deliveries": [d.as_json() for d in rows]})
+    return JsonResponse({"deliveries": [d.as_json(capture.seq) for d in rows]})

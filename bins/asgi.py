@@ -7,12 +7,14 @@ This module only moves bytes between ASGI and the plain functions of `bins.captu
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
 from django.conf import settings
 
-from . import bincache, capture, hop, hosts, ratelimit, writer
+from . import bincache, capture, hop, hosts, providers, ratelimit, writer
+from .replies import Reply
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class CaptureRouter:
             await self.fallback(scope, receive, send)
 
 
-def misdirected(scope: Scope, is_capture: bool) -> capture.Reply | None:
+def misdirected(scope: Scope, is_capture: bool) -> Reply | None:
     """With CAPTURE_URL set: its host answers captures only, the app's host no captures."""
     on_capture_host = hosts.is_capture_host(hosts.header(scope, b"host"))
     if on_capture_host and not is_capture and scope["path"] != "/healthz":
@@ -64,7 +66,7 @@ async def capture_app(scope: Scope, receive: Any, send: Any) -> None:
     await send_reply(send, reply, scope["method"])
 
 
-async def handle(scope: Scope, receive: Any) -> capture.Reply:
+async def handle(scope: Scope, receive: Any) -> Reply:
     target = capture.parse_target(raw_path(scope))
     if target is None:
         return capture.NOT_FOUND
@@ -76,19 +78,19 @@ async def handle(scope: Scope, receive: Any) -> capture.Reply:
     if info is None:
         return capture.NOT_FOUND
     if settings.BIN_RATE_LIMIT > 0:
-        wait = await ratelimit.retry_after("capture", info.bin.token)
+        wait = await ratelimit.retry_after("capture", info.token)
         if wait:
             return capture.rate_limited(wait)
     limit = settings.MAX_BODY_BYTES
     try:
-        body = await read_body(receive, limit)
+        body = await read_body(receive, limit, content_length(scope))
     except ClientGone:
         return capture.INCOMPLETE
     if body is None:
         return capture.too_large(limit)
     client = scope.get("client")
     record = capture.build_capture(
-        info.bin,
+        info,
         scope["method"],
         target.sub_path,
         scope.get("query_string", b""),
@@ -96,36 +98,84 @@ async def handle(scope: Scope, receive: Any) -> capture.Reply:
         body,
         client[0] if client else "",
     )
+    if info.signature is not None:
+        record.signature = await check_signature(info, record, scope)
     try:
         await writer.store(record)
     except Exception:
         logger.exception("capture for bin %s not stored", target.token)
         return capture.STORE_FAILED
-    if info.reply.delay_ms:
-        await asyncio.sleep(info.reply.delay_ms / 1000)
-    return info.reply
+    reply = record.reply
+    if reply.delay_ms:
+        await asyncio.sleep(reply.delay_ms / 1000)
+    return reply
+
+
+# Signatures over bodies up to this size are checked in the event loop; larger ones in a thread
+# (hashlib lets other threads run while it hashes a large body).
+VERIFY_INLINE_BYTES = 64 * 1024
+
+
+async def check_signature(info: Any, record: capture.Pending, scope: Scope) -> dict[str, Any]:
+    """The verdict on a capture's signature by the bin's scheme, as the contract shapes it."""
+    config = info.signature
+    query = record.query_string
+    url = f"{hosts.scope_bases(scope).capture}/{info.token}{record.path}"
+    url += f"?{query}" if query else ""
+    check = functools.partial(
+        providers.verify,
+        config,
+        record.headers,
+        bytes(record.body),
+        url,
+        record.received_at.timestamp(),
+    )
+    if len(record.body) <= VERIFY_INLINE_BYTES:
+        verdict = check()
+    else:
+        verdict = await asyncio.get_running_loop().run_in_executor(None, check)
+    return {"scheme": config["scheme"], "valid": verdict.valid, "reason": verdict.reason}
 
 
 class ClientGone(Exception):
     """The client disconnected before its body was complete: nothing is stored."""
 
 
-async def read_body(receive: Any, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it exceeds `limit` bytes."""
-    chunks: list[bytes] = []
+def content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def read_body(receive: Any, limit: int, expected: int | None = None) -> bytearray | None:
+    """The whole request body, or None as soon as it exceeds `limit` bytes (0: no limit).
+
+    Read into one buffer, sized up front when the length is known and within the limit, each
+    chunk dropped as soon as it is copied: a large body is never held twice.
+    """
+    known = expected is not None and 0 < expected <= (limit or expected)
+    body = bytearray(expected) if known else bytearray()
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        if limit and size + len(chunk) > limit:
             return None
-        chunks.append(chunk)
+        if known and size + len(chunk) <= len(body):
+            body[size : size + len(chunk)] = chunk
+        else:
+            del body[size:]
+            body += chunk
+        size += len(chunk)
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            del body[size:]
+            return body
 
 
 # A bin's reply is whatever its owner configured, HTML and script included, served on this
@@ -136,7 +186,7 @@ SANDBOX = [
 ]
 
 
-async def send_reply(send: Any, reply: capture.Reply, method: str = "POST") -> None:
+async def send_reply(send: Any, reply: Reply, method: str = "POST") -> None:
     headers = [(n, v) for n, v in reply.headers if n.lower() != b"content-length"]
     headers += SANDBOX
     body = reply.body

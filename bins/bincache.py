@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from .capture import Reply, reply_for
 from .models import Bin
+from .replies import Plan, plan_for
 
 TTL = 1.0
 _MAX_ENTRIES = 10_000
@@ -21,9 +22,13 @@ _MAX_ENTRIES = 10_000
 
 @dataclass(frozen=True, slots=True)
 class BinInfo:
-    # Only id, token and forward_url are set: what the capture path and auto-forward need.
-    bin: Bin
-    reply: Reply
+    """What the capture path needs of a bin."""
+
+    id: int
+    token: uuid.UUID
+    forward_url: str
+    plan: Plan  # what it answers (see `replies`)
+    signature: dict[str, Any] | None  # how its captures' signatures are checked, or None
 
 
 _cache: dict[uuid.UUID, tuple[float, BinInfo]] = {}
@@ -31,11 +36,15 @@ _cache: dict[uuid.UUID, tuple[float, BinInfo]] = {}
 
 def load(token: uuid.UUID) -> BinInfo | None:
     """Read a bin from the database (blocking)."""
-    row = Bin.objects.filter(token=token).values_list("id", "response", "forward_url").first()
+    row = (
+        Bin.objects.filter(token=token)
+        .values_list("id", "response", "rules", "forward_url", "signature")
+        .first()
+    )
     if row is None:
         return None
-    bin_id, response, forward_url = row
-    return BinInfo(Bin(id=bin_id, token=token, forward_url=forward_url), reply_for(response))
+    bin_id, response, rules, forward_url, signature = row
+    return BinInfo(bin_id, token, forward_url, plan_for(response, rules), signature)
 
 
 async def lookup(token: uuid.UUID) -> BinInfo | None:
@@ -62,5 +71,5 @@ def forget(token: uuid.UUID) -> None:
 
 def forget_id(bin_id: int) -> None:
     for token, (_, info) in list(_cache.items()):
-        if info.bin.id == bin_id:
+        if info.id == bin_id:
             _cache.pop(token, None)

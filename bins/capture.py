@@ -13,12 +13,17 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from django.conf import settings
 
-from .models import Bin, Capture, capture_json, display_text, full_response, wire_to_text
-from .validation import header_problem
+from . import providers
+from .models import capture_json, display_text, wire_to_text
+from .replies import Reply
+
+if TYPE_CHECKING:
+    from .bincache import BinInfo
 
 # The first path segment looks like a token in some form: those paths belong to the capture
 # handler (which answers 404 for any non-canonical form); everything else goes to Django.
@@ -26,14 +31,6 @@ _TOKENISH = re.compile(rb"^/([0-9A-Fa-f-]{32,36})(/.*)?\Z", re.DOTALL)
 _CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 
 Headers = list[tuple[bytes, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    headers: Headers
-    body: bytes = b""
-    delay_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -88,28 +85,6 @@ def rate_limited(retry_after: int) -> Reply:
     )
 
 
-def reply_for(config: dict[str, Any] | None) -> Reply:
-    """What a bin answers every capture with, from its `response` settings.
-
-    The API refuses what a reply may not be (see `validation`); this holds for settings stored
-    before those rules too: a status outside 200-599 is answered as 200, a header that may not
-    be sent is left out.
-    """
-    config = full_response(config)
-    status = config["status"] if type(config["status"]) is int else 200
-    headers = [
-        (n.encode("latin-1"), v.encode("latin-1"))
-        for n, v in config["headers"]
-        if header_problem(n, v, reply=True) is None
-    ]
-    return Reply(
-        status if 200 <= status <= 599 else 200,
-        headers,
-        str(config["body"]).encode("utf-8"),
-        int(config.get("delay_ms") or 0),
-    )
-
-
 # HTTP forbids a body in these answers (RFC 9110 6.4.1): a client would read it as the start of
 # the next response on the connection.
 NO_BODY_STATUSES = {204, 304}
@@ -118,49 +93,43 @@ NO_BODY_STATUSES = {204, 304}
 @dataclass(slots=True)
 class Pending:
     """A capture on its way to the database: plain values, no ORM on the hot path (a model
-    instance costs more than the INSERT). Same attributes as `Capture` for `capture_json`."""
+    instance costs more than the INSERT). Same attributes as `Capture` for `capture_json`.
+    The writer fills in the rest (number, retry, answer) inside the transaction that stores it.
+    """
 
-    bin: Bin  # only id, token and forward_url are set (see bincache)
+    bin: BinInfo
     method: str
     path: str
     query_string: str
     headers: list[list[str]]
     headers_json: str
-    body: bytes
+    body: bytes | bytearray
     content_type: str
     remote_addr: str
     received_at: datetime
+    provider: str = ""
+    event_type: str = ""
+    event_id: str = ""
+    signature: dict[str, Any] | None = None
+    # Set by the writer:
     pk: int | None = None
+    seq: int = 0
+    duplicate_of: int | None = None
+    answer: dict[str, Any] | None = None
+    reply: Reply | None = None
 
     @property
     def bin_id(self) -> int:
         return self.bin.id
 
     @property
-    def body_bytes(self) -> bytes:
-        return self.body
-
-    @property
     def body_size(self) -> int:
         return len(self.body)
 
-    def as_json(self) -> dict[str, Any]:
-        return capture_json(self)
-
-    def to_model(self) -> Capture:
-        return Capture(
-            id=self.pk,
-            bin=self.bin,
-            method=self.method,
-            path=self.path,
-            query_string=self.query_string,
-            headers_json=self.headers_json,
-            body=self.body,
-            body_size=len(self.body),
-            content_type=self.content_type,
-            remote_addr=self.remote_addr,
-            received_at=self.received_at,
-        )
+    def live_json(self) -> dict[str, Any]:
+        """Its JSON shape as lists and streams carry it (a large body left out)."""
+        inline = len(self.body) <= settings.INLINE_BODY_BYTES
+        return capture_json(self, bytes(self.body) if inline else None)
 
 
 def dump_headers(pairs: list[list[str]]) -> str:
@@ -174,22 +143,22 @@ def dump_headers(pairs: list[list[str]]) -> str:
 
 
 def build_capture(
-    bin: Bin,
+    info: BinInfo,
     method: str,
     sub_path: str,
     query_string: bytes,
     headers: Headers,
-    body: bytes,
+    body: bytes | bytearray,
     remote_addr: str,
     received_at: datetime | None = None,
 ) -> Pending:
-    """What to store for a request, every field as it arrived."""
+    """What to store for a request, every field as it arrived, and who sent it."""
     pairs = [[wire_to_text(name), wire_to_text(value)] for name, value in headers]
     # Shown and filtered on, never sent anywhere: its readable form (the exact bytes stay in
     # the headers).
     content_type = display_text(next((v for n, v in pairs if n == "content-type"), ""))
-    return Pending(
-        bin,
+    pending = Pending(
+        info,
         method,
         sub_path,
         query_string.decode("latin-1"),
@@ -200,3 +169,10 @@ def build_capture(
         remote_addr,
         received_at or datetime.now(UTC),
     )
+    # One pass over the header names when no provider is recognised (nearly free).
+    sender = providers.recognise(pairs, body)
+    if sender is not None:
+        pending.provider = sender.provider
+        pending.event_type = sender.event_type or ""
+        pending.event_id = sender.event_id or ""
+    return pending

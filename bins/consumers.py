@@ -1,14 +1,18 @@
 """Live streams of a bin: HTML fragments for the page (htmx ws) and JSON frames for scripts.
 
 Both subscribe to the bin's group before reading the database, so nothing committed in
-between is missed; what the catch-up already sent is not sent twice. A client that reconnects
-catches up from the database: the page gets its whole list again, a JSON client everything
-after the `?after=<id>` it gives.
+between is missed. Each remembers the number of the last capture it sent (`last_sent`) and
+sends only larger numbers, in order: what a push skipped (a lost or late push) is read from the
+database first (see `bins.live`). A client that reconnects catches up from the database: the
+page gets its list again, a JSON client everything after the `?after=<id>` it gives, in pages.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,16 +20,26 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from . import live
 from .capture import parse_token
 from .hosts import scope_bases
-from .live import group_name, live_item
-from .models import Bin, Capture, page_list_limit
+from .listing import captures_after, list_rows
+from .models import Bin, page_list_limit
+
+logger = logging.getLogger(__name__)
+
+# A frame never exceeds what Daphne and the usual clients accept (1 MiB): a capture's frame
+# inlines at most INLINE_BODY_BYTES of body, and the page's list is sent in pieces of this size.
+PIECE_BYTES = 256 * 1024
+# Close code: the server cannot vouch that this client got every capture; reconnect with after=.
+BEHIND = 4000
 
 
 class BinStreamConsumer(AsyncWebsocketConsumer):
     bin: Bin | None = None
     group: str | None = None
-    after_id = 0  # the client has everything up to this id (JSON stream's ?after=)
+    last_sent = 0  # the number of the last capture this client has (or need not have)
+    last_push = 0.0  # when the last push arrived (monotonic)
 
     async def connect(self) -> None:
         token = parse_token(self.scope["url_route"]["kwargs"]["token"])
@@ -33,17 +47,29 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
         if self.bin is None:
             await self.close()  # before accept: the handshake is refused (403)
             return
-        self.group = group_name(self.bin.token)
-        self.sent: set[int] = set()
+        self.bin_id = self.bin.id
+        self.lock = asyncio.Lock()
+        self.group = live.group_name(self.bin.token)
+        self.closing = False
         await self.channel_layer.group_add(self.group, self.channel_name)
+        # Subscribed first, then the newest number read: whatever commits from here on is
+        # pushed to this stream, whatever committed before is in the database. Read before the
+        # handshake completes, so nothing the client sends after connecting can be taken for
+        # "before".
+        self.newest = await database_sync_to_async(self.read_newest)()
         await self.accept()
-        await self.catch_up()
+        async with self.lock:
+            await self.catch_up()
+        live.watcher().add(self.bin.token, self)
+
+    def read_newest(self) -> int:
+        return Bin.objects.filter(pk=self.bin_id).values_list("last_seq", flat=True).first() or 0
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections before every handler, a hop to a thread
         # and back per message; at a few hundred captures a second the stream then falls
-        # behind. The live handlers touch no database (catch-ups use database_sync_to_async,
-        # which manages its own connections), so they run directly.
+        # behind. The live handlers reach the database only to fill a gap, through
+        # database_sync_to_async, which manages its own connections; so they run directly.
         if message["type"] == "captures.new":
             await self.captures_new(message)
         elif message["type"] == "captures.deleted":
@@ -53,19 +79,55 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.group:
+            live.watcher().discard(self.bin.token, self)
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def captures_new(self, event: dict[str, Any]) -> None:
-        fresh = [
-            item
-            for item in event["captures"]
-            if item[0] not in self.sent and item[0] > self.after_id
-        ]
-        if fresh:
-            await self.send_captures(fresh)
+        self.last_push = time.monotonic()
+        async with self.lock:
+            fresh = [item for item in event["captures"] if item[0] > self.last_sent]
+            if not fresh or self.closing:
+                return
+            if fresh[0][0] > self.last_sent + 1:
+                # Numbers were skipped: a push was lost, or another process's push is late.
+                # They are committed (a larger number is), so read them first.
+                if not await self.fill(fresh[0][0] - 1):
+                    return
+                fresh = [item for item in fresh if item[0] > self.last_sent]
+            if fresh:
+                await self.send_captures(fresh)
+                self.last_sent = fresh[-1][0]
+
+    async def heal(self, newest: int) -> None:
+        """The watcher saw the bin's newest number ahead of what this client has."""
+        async with self.lock:
+            if newest > self.last_sent and not self.closing:
+                await self.fill(newest)
+
+    async def fill(self, upto: int) -> bool:
+        """Send the stored captures numbered after last_sent up to `upto`; False if the stream
+        was closed instead."""
+        try:
+            async for items in captures_after(self.bin_id, self.last_sent, upto):
+                await self.send_captures(items)
+                self.last_sent = items[-1][0]
+        except Exception:
+            logger.exception("stream of bin %s: reading missed captures failed", self.bin.token)
+            self.close_behind("missed captures could not be read")
+            return False
+        self.last_sent = max(self.last_sent, upto)
+        return True
+
+    def close_behind(self, why: str) -> None:
+        """Close with 4000: this client may have missed captures; it reconnects with after=."""
+        if not self.closing:
+            self.closing = True
+            logger.info("closing a stream of bin %s with 4000: %s", self.bin.token, why)
+            asyncio.get_running_loop().create_task(self.close(code=BEHIND))
 
     async def captures_deleted(self, event: dict[str, Any]) -> None:
-        await self.send_deleted(event["ids"])
+        async with self.lock:
+            await self.send_deleted(event["ids"])
 
     def query_param(self, name: str) -> str | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
@@ -74,7 +136,7 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
     async def catch_up(self) -> None:
         raise NotImplementedError
 
-    async def send_captures(self, captures: list[list[Any]]) -> None:
+    async def send_captures(self, items: list[list[Any]]) -> None:
         raise NotImplementedError
 
     async def send_deleted(self, ids: list[int] | None) -> None:
@@ -87,24 +149,19 @@ class JsonStreamConsumer(BinStreamConsumer):
     async def catch_up(self) -> None:
         after = self.query_param("after")
         if after is None:
+            self.last_sent = self.newest  # only what arrives from now on
             return
         try:
-            after_id = int(after)
+            self.last_sent = int(after)
         except ValueError:
             await self.send(json.dumps({"type": "error", "error": "after must be a capture id"}))
             await self.close(code=4400)
+            self.closing = True
             return
-        self.after_id = after_id
-        captures = await database_sync_to_async(self._captures_after)(after_id)
-        self.sent.update(item[0] for item in captures)
-        await self.send_captures(captures)
+        await self.fill(self.newest)
 
-    def _captures_after(self, after_id: int) -> list[list[Any]]:
-        rows = Capture.objects.filter(bin=self.bin, id__gt=after_id).order_by("id")
-        return [live_item(c) for c in rows]
-
-    async def send_captures(self, captures: list[list[Any]]) -> None:
-        for _, text in captures:
+    async def send_captures(self, items: list[list[Any]]) -> None:
+        for _, text in items:
             # Equal to json.dumps({"type": "capture", "capture": shape}), without re-encoding.
             await self.send('{"type": "capture", "capture": ' + text + "}")
 
@@ -116,28 +173,42 @@ class PageStreamConsumer(BinStreamConsumer):
     """HTML fragments that htmx's ws extension swaps into the inspector page (out of band)."""
 
     async def catch_up(self) -> None:
-        html, ids = await database_sync_to_async(self._list_html)()
-        self.sent.update(ids)
-        await self.send(html)
+        pieces, newest = await database_sync_to_async(self._list_pieces)()
+        for html in pieces:
+            await self.send(html)
+        self.last_sent = max(self.newest, newest)
 
-    def _list_html(self) -> tuple[str, list[int]]:
-        captures = list(
-            Capture.objects.filter(bin=self.bin)
-            .defer("body", "headers_json")
-            .order_by("-id")[: page_list_limit()]
-        )
+    def _list_pieces(self) -> tuple[list[str], int]:
+        """The page's list, newest first, as out-of-band swaps that each fit well within a
+        frame: the first replaces the list, the others append to it."""
+        rows = list_rows(self.bin_id, page_list_limit())
+        newest = rows[0]["id"] if rows else 0
+        pieces: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for row in rows:
+            # A row's HTML is about this size: its path and query are cut to ROW_TEXT.
+            estimate = 1500 + 2 * (len(row["path"]) + len(row["query_string"]))
+            if pieces[-1] and size + estimate > PIECE_BYTES:
+                pieces.append([])
+                size = 0
+            pieces[-1].append(row)
+            size += estimate
         context = {
-            "captures": captures,
             "bin": self.bin,
-            "oob": True,
+            "captures": pieces[0],
             "captures_per_bin": page_list_limit(),
             "capture_url": self.bin.capture_url(scope_bases(self.scope)),
+            "oob": True,
         }
-        html = render_to_string("bins/_capture_list.html", context)
-        return html, [c.id for c in captures]
+        first = render_to_string("bins/_capture_list.html", context)
+        rest = [
+            render_to_string("bins/_capture_rows_more.html", {"captures": p, "bin": self.bin})
+            for p in pieces[1:]
+        ]
+        return [first, *rest], newest
 
-    async def send_captures(self, captures: list[list[Any]]) -> None:
-        rows = [json.loads(text) for _, text in reversed(captures)]
+    async def send_captures(self, items: list[list[Any]]) -> None:
+        rows = [json.loads(text) for _, text in reversed(items)]
         html = render_to_string("bins/_capture_rows_oob.html", {"captures": rows, "bin": self.bin})
         await self.send(html)
 

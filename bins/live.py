@@ -1,26 +1,38 @@
-"""Announce committed captures to live clients, batched per bin, off the response path.
+"""Announce committed captures to live clients, and make sure no client silently misses one.
 
 The writer hands over each committed batch; one publisher task per event loop sends one group
-message per bin with all of that bin's new captures, in commit order. A failed push (Redis down)
-is logged loudly and never touches the stored captures: clients catch up by id from the
-database when they reconnect (see `bins.consumers`).
+message per bin with that bin's new captures, in number order, off the response path.
+
+A push can be lost on its way (Redis down, a subscription that was reconnecting, a push that
+timed out), and with several processes the pushes of one bin can arrive out of order. So the
+streams never trust pushes alone: each stream knows the number of the last capture it sent, and
+a capture number is only ever sent after all the smaller ones (`bins.consumers`). What was not
+pushed is read from the database: when a push skips numbers, and when the bin's newest number
+in the database (watched by one task per process, `Watcher`) is ahead of what a stream has sent.
+A stream that cannot be brought up to date is closed with code 4000; its client reconnects
+with `?after=`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from .capture import Pending
-from .models import Capture
+from .models import Bin
 
 logger = logging.getLogger(__name__)
+
+# A live item: [capture number, its API JSON as text].
+Item = list[Any]
 
 
 def group_name(token: uuid.UUID | str) -> str:
@@ -29,24 +41,24 @@ def group_name(token: uuid.UUID | str) -> str:
 
 class Publisher:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.queue: asyncio.Queue[tuple[uuid.UUID, list[list[Any]]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[uuid.UUID, list[Item]]] = asyncio.Queue()
         self.idle = asyncio.Event()
         self.task = loop.create_task(self._run(), name="live-publisher")
 
     async def _run(self) -> None:
         layer = get_channel_layer()
         while True:
-            pending: dict[uuid.UUID, list[list[Any]]] = {}
+            pending: dict[uuid.UUID, list[Item]] = {}
             if self.queue.empty():
                 self.idle.set()
-            token, captures = await self.queue.get()
+            token, items = await self.queue.get()
             self.idle.clear()
-            pending.setdefault(token, []).extend(captures)
+            pending.setdefault(token, []).extend(items)
             while not self.queue.empty():
-                token, captures = self.queue.get_nowait()
-                pending.setdefault(token, []).extend(captures)
-            for token, captures in pending.items():
-                await send_captures(layer, token, captures)
+                token, items = self.queue.get_nowait()
+                pending.setdefault(token, []).extend(items)
+            for token, items in pending.items():
+                await send_captures(layer, token, items)
 
 
 # A push that has not gone through by then is given up (and logged): with Redis down, a send can
@@ -59,18 +71,22 @@ async def group_send_within(group: str, message: dict[str, Any]) -> None:
     await asyncio.wait_for(get_channel_layer().group_send(group, message), SEND_TIMEOUT)
 
 
-async def send_captures(layer: Any, token: uuid.UUID, captures: list[list[Any]]) -> None:
-    message = {"type": "captures.new", "captures": captures}
+async def send_captures(layer: Any, token: uuid.UUID, items: list[Item]) -> None:
+    message = {"type": "captures.new", "captures": items}
     try:
         await asyncio.wait_for(layer.group_send(group_name(token), message), SEND_TIMEOUT)
     except Exception:
         logger.exception(
-            "live push failed for bin %s (captures %s..%s are stored; clients catch up on "
-            "reconnect)",
+            "live push failed for bin %s (captures %s..%s are stored; streams of this process "
+            "are closed with 4000, the others catch up from the database)",
             token,
-            captures[0][0],
-            captures[-1][0],
+            items[0][0],
+            items[-1][0],
         )
+        # This process knows its own streams missed the push: they cannot vouch for their
+        # clients any more. Streams of other processes find the gap from the database.
+        for stream in list(watcher().streams.get(token, ())):
+            stream.close_behind("a live push failed")
 
 
 # Keyed by the loop itself (weakly): ids of closed loops get reused.
@@ -87,21 +103,21 @@ def get_publisher() -> Publisher:
     return publisher
 
 
-def live_item(capture: Capture | Pending) -> list[Any]:
-    """A capture as the streams carry it: `[id, its API JSON as text]`. Serialised once for
-    every listener, and nearly free for the in-memory layer, which deep-copies each message."""
-    shape = capture.as_json()
-    # The shape holds no lone surrogates (headers are shown with \\xNN), so orjson takes it.
+def live_item(shape: dict[str, Any]) -> Item:
+    """A capture as the streams carry it: `[number, its JSON as text]`. Serialised once for
+    every listener, and nearly free for the in-memory layer, which deep-copies each message.
+    The shape holds no lone surrogates (headers are shown with \\xNN), so orjson takes it."""
     return [shape["id"], orjson.dumps(shape).decode()]
 
 
 def publish_captures(captures: list[Pending]) -> None:
     """Queue committed captures for their bins' live streams (called from the event loop)."""
     publisher = get_publisher()
-    by_bin: dict[uuid.UUID, list[list[Any]]] = {}
+    by_bin: dict[uuid.UUID, list[Item]] = {}
     for capture in captures:
-        by_bin.setdefault(capture.bin.token, []).append(live_item(capture))
+        by_bin.setdefault(capture.bin.token, []).append(live_item(capture.live_json()))
     for token, items in by_bin.items():
+        items.sort(key=lambda item: item[0])
         publisher.queue.put_nowait((token, items))
 
 
@@ -117,10 +133,97 @@ def announce_deleted(token: uuid.UUID, ids: list[int] | None) -> None:
 
 
 async def stop() -> None:
-    """Stop this event loop's publisher once it has sent what it holds (tests: each test has
+    """Stop this event loop's publisher and watcher once they are idle (tests: each test has
     its own loop; a send cancelled halfway through a Redis connect may never return)."""
-    current = _publishers.pop(asyncio.get_running_loop(), None)
+    loop = asyncio.get_running_loop()
+    current = _publishers.pop(loop, None)
     if current is not None:
         await asyncio.wait([asyncio.ensure_future(current.idle.wait())], timeout=2)
         current.task.cancel()
         await asyncio.wait([current.task], timeout=2)
+    watching = _watchers.pop(loop, None)
+    if watching is not None and watching.task is not None:
+        watching.task.cancel()
+        await asyncio.wait([watching.task], timeout=2)
+
+
+# --- the watcher: what pushes missed, read from the database --------------------------------
+
+
+class Stream(Protocol):
+    """What the watcher needs of a live stream (see `bins.consumers`)."""
+
+    bin_id: int
+    last_sent: int
+    last_push: float
+
+    async def heal(self, newest: int) -> None: ...
+
+    def close_behind(self, why: str) -> None: ...
+
+
+# How often the watcher reads the newest numbers of the bins this process streams, and how long
+# a stream that is behind is given for the push of what it lacks to arrive first.
+WATCH_EVERY = 1.0
+PUSH_GRACE = 1.0
+
+
+class Watcher:
+    """One per event loop: every WATCH_EVERY seconds, one query for the newest capture number of
+    every bin this process streams; a stream that is behind and got no push for PUSH_GRACE
+    reads what it lacks from the database."""
+
+    def __init__(self) -> None:
+        self.streams: dict[uuid.UUID, set[Stream]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, token: uuid.UUID, stream: Stream) -> None:
+        self.streams.setdefault(token, set()).add(stream)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="live-watcher")
+
+    def discard(self, token: uuid.UUID, stream: Stream) -> None:
+        streams = self.streams.get(token)
+        if streams is not None:
+            streams.discard(stream)
+            if not streams:
+                del self.streams[token]
+
+    async def _run(self) -> None:
+        while self.streams:
+            await asyncio.sleep(WATCH_EVERY)
+            try:
+                await self.check()
+            except Exception:
+                logger.exception("live watcher: reading the bins' newest captures failed")
+
+    async def check(self) -> None:
+        ids = {next(iter(s)).bin_id for s in self.streams.values() if s}
+        if not ids:
+            return
+        newest = await database_sync_to_async(_newest_numbers)(ids)
+        now = time.monotonic()
+        for streams in list(self.streams.values()):
+            for stream in list(streams):
+                upto = newest.get(stream.bin_id)
+                if upto is None:
+                    continue
+                if stream.last_sent < upto and now - stream.last_push >= PUSH_GRACE:
+                    await stream.heal(upto)
+
+
+def _newest_numbers(ids: set[int]) -> dict[int, int]:
+    return dict(Bin.objects.filter(id__in=ids).values_list("id", "last_seq"))
+
+
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def watcher() -> Watcher:
+    loop = asyncio.get_running_loop()
+    current = _watchers.get(loop)
+    if current is None:
+        current = _watchers[loop] = Watcher()
+    return current

@@ -71,38 +71,69 @@ def full_response(stored: dict[str, Any] | None) -> dict[str, Any]:
     return {**DEFAULT_RESPONSE, **(stored or {})}
 
 
-def capture_json(c: Any) -> dict[str, Any]:
+def headers_base64(pairs: list[list[str]]) -> list[list[str]] | None:
+    """The exact header bytes, base64, where a header is not valid UTF-8 (else None): the
+    `headers` pairs show such bytes as `\\xNN`, which a replay must not send."""
+    if not any(_has_surrogates(n) or _has_surrogates(v) for n, v in pairs):
+        return None
+    return [
+        [base64.b64encode(text_to_wire(n)).decode(), base64.b64encode(text_to_wire(v)).decode()]
+        for n, v in pairs
+    ]
+
+
+def _has_surrogates(text: str) -> bool:
+    return not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def capture_json(c: Any, body: bytes | None) -> dict[str, Any]:
     """A capture's JSON shape: the one place it is built, for the API, the JSON stream and the
-    page. `c` is a stored Capture or a capture on its way to the database (`capture.Pending`)."""
-    body = c.body_bytes
+    page. `c` is a stored Capture or a capture on its way to the database (`capture.Pending`);
+    `body` is its body, or None where a list or stream leaves a large body out
+    (`body_omitted`: fetch the capture or its /raw)."""
+    pairs = c.headers
     return {
-        "id": c.pk,
+        "id": c.seq,
         "method": c.method,
         "path": c.path,
         "query_string": c.query_string,
-        "headers": display_pairs(c.headers),
+        "headers": display_pairs(pairs),
+        "headers_base64": headers_base64(pairs),
         "body_size": c.body_size,
-        "body_base64": base64.b64encode(body).decode("ascii"),
-        "body_text": utf8_or_none(body),
+        "body_base64": None if body is None else base64.b64encode(body).decode("ascii"),
+        "body_text": None if body is None else utf8_or_none(body),
+        "body_omitted": body is None,
         "content_type": c.content_type,
         "remote_addr": c.remote_addr,
         "received_at": c.received_at.isoformat().replace("+00:00", "Z"),
-        "signature": None,
-        "event_id": None,
-        "duplicate_of": None,
+        "provider": c.provider or None,
+        "event_type": c.event_type or None,
+        "signature": c.signature,
+        "event_id": c.event_id or None,
+        "duplicate_of": c.duplicate_of,
+        "answer": c.answer,
     }
 
 
 class Bin(models.Model):
     token = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    # A short label the owner gives the bin (shown in the page's list of bins).
+    name = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     # Last capture or visit; bins unused for BIN_EXPIRE_DAYS are deleted (see `delete_expired`).
     last_used_at = models.DateTimeField(default=timezone.now, db_index=True)
     response = models.JSONField(default=dict)
-    # Every new capture is also sent here (auto-forward), or nowhere when null.
+    # Ordered `{"name", "match", "response"}` rules; the first that matches answers.
+    rules = models.JSONField(default=list)
+    # `{"scheme", "secret", ...}`: how captures' signatures are checked, or null.
+    signature = models.JSONField(null=True, default=None)
+    # Every new capture is also sent here (auto-forward), or nowhere when empty.
     forward_url = models.TextField(blank=True, default="")
     # The last resend target, prefilled on the page so resending is one click.
     last_target_url = models.TextField(blank=True, default="")
+    # The number of the bin's last capture: captures are numbered 1, 2, 3... per bin, in commit
+    # order (the writer takes the next numbers and holds this row until it commits).
+    last_seq = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return str(self.token)
@@ -120,13 +151,15 @@ class Bin(models.Model):
     def settings_json(self, bases: Bases) -> dict[str, Any]:
         return {
             "token": str(self.token),
+            "name": self.name or None,
             "capture_url": self.capture_url(bases),
             "inspect_url": bases.app + self.inspect_path(),
-            "created_at": self.created_at.isoformat(),
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
             "response": self.response_config,
+            "rules": self.rules,
             "forward_url": self.forward_url or None,
             "last_target_url": self.last_target_url or None,
-            "signature": None,
+            "signature": self.signature,
         }
 
     def remember_target(self, url: str) -> None:
@@ -141,6 +174,30 @@ class Bin(models.Model):
             self.last_used_at = now
             Bin.objects.filter(pk=self.pk).update(last_used_at=now)
 
+    def delete_captures(self, seqs: list[int] | None = None) -> int:
+        """Delete the bin's captures (or those numbered `seqs`) without loading them: the ORM's
+        delete() would read every body to cascade. Returns how many were deleted."""
+        capture, delivery, forward = (
+            Capture._meta.db_table,
+            Delivery._meta.db_table,
+            Forward._meta.db_table,
+        )
+        where, params = "bin_id = %s", [self.pk]
+        if seqs is not None:
+            if not seqs:
+                return 0
+            where += f" AND seq IN ({', '.join(['%s'] * len(seqs))})"
+            params += list(seqs)
+        with transaction.atomic(), connection.cursor() as cursor:
+            for table in (delivery, forward):
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE capture_id IN "
+                    f"(SELECT id FROM {capture} WHERE {where})",
+                    params,
+                )
+            cursor.execute(f"DELETE FROM {capture} WHERE {where}", params)
+            return cursor.rowcount
+
     @classmethod
     def delete_expired(cls, now: datetime | None = None) -> int:
         """Delete bins unused for BIN_EXPIRE_DAYS (0: bins never expire); returns how many."""
@@ -149,23 +206,34 @@ class Bin(models.Model):
             return 0
         cutoff = (now or timezone.now()) - timedelta(days=days)
         expired = list(cls.objects.filter(last_used_at__lt=cutoff).values_list("id", flat=True))
-        capture, delivery = Capture._meta.db_table, Delivery._meta.db_table
         for bin_id in expired:
             # A bin at a time, in plain SQL: short transactions that never hold the database
             # (SQLite's one write lock) long enough to stall the capture writer.
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(
-                    f"DELETE FROM {delivery} WHERE capture_id IN "
-                    f"(SELECT id FROM {capture} WHERE bin_id = %s)",
-                    [bin_id],
-                )
-                cursor.execute(f"DELETE FROM {capture} WHERE bin_id = %s", [bin_id])
-                cursor.execute(f"DELETE FROM {cls._meta.db_table} WHERE id = %s", [bin_id])
+            bin_ = cls(pk=bin_id)
+            with transaction.atomic():
+                bin_.delete_captures()
+                cls.objects.filter(pk=bin_id).delete()
         return len(expired)
+
+
+def take_numbers(cursor: Any, bin_id: int, count: int, now: datetime) -> int | None:
+    """Take the next `count` capture numbers of a bin, in a transaction, and mark it used; the
+    first of them, or None if the bin is gone. The bin's row stays locked until the transaction
+    ends: captures of one bin commit in number order, whatever process stores them."""
+    used = Bin._meta.get_field("last_used_at").get_db_prep_value(now, connection)
+    cursor.execute(
+        f"UPDATE {Bin._meta.db_table} SET last_seq = last_seq + %s, last_used_at = %s "
+        "WHERE id = %s RETURNING last_seq",
+        [count, used, bin_id],
+    )
+    row = cursor.fetchone()
+    return None if row is None else row[0] - count + 1
 
 
 class Capture(models.Model):
     bin = models.ForeignKey(Bin, on_delete=models.CASCADE, related_name="captures")
+    # The capture's number in its bin (1, 2, 3... in commit order): its public id.
+    seq = models.BigIntegerField(default=None)
     method = models.TextField()
     # The sub-path after the token, as sent (percent-encoding kept), starting with "/" or empty.
     path = models.TextField(blank=True)
@@ -177,12 +245,35 @@ class Capture(models.Model):
     content_type = models.TextField(blank=True)
     remote_addr = models.TextField(blank=True)
     received_at = models.DateTimeField(default=timezone.now)
+    # Who sent it and what, where recognised (see `providers`), and the provider's event or
+    # delivery id, by which retries of one event are told apart.
+    provider = models.TextField(blank=True, default="")
+    event_type = models.TextField(blank=True, default="")
+    event_id = models.TextField(blank=True, default="")
+    # The number of the bin's first capture with the same event_id (a retry), else null.
+    duplicate_of = models.BigIntegerField(null=True, default=None)
+    # `{"scheme", "valid", "reason"}` when the bin checks signatures, else null.
+    signature = models.JSONField(null=True, default=None)
+    # `{"status", "rule"}`: what it was answered, and by which rule or step.
+    answer = models.JSONField(null=True, default=None)
 
     class Meta:
-        indexes = [models.Index(fields=["bin", "-id"], name="capture_bin_newest")]
+        constraints = [models.UniqueConstraint(fields=["bin", "seq"], name="capture_bin_seq")]
+        indexes = [models.Index(fields=["bin", "event_id"], name="capture_bin_event")]
 
     def __str__(self) -> str:
-        return f"{self.method} {self.path or '/'}"
+        return f"#{self.seq} {self.method} {self.path or '/'}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """A capture made through the ORM (tests, fixtures) takes its bin's next number too."""
+        if self.seq is None:
+            with transaction.atomic(), connection.cursor() as cursor:
+                self.seq = take_numbers(cursor, self.bin_id, 1, timezone.now())
+                if self.seq is None:
+                    raise Bin.DoesNotExist(f"no bin {self.bin_id}")
+                super().save(*args, **kwargs)
+        else:
+            super().save(*args, **kwargs)
 
     @property
     def headers(self) -> list[list[str]]:
@@ -202,57 +293,51 @@ class Capture(models.Model):
         return utf8_or_none(self.body_bytes)
 
     def as_json(self) -> dict[str, Any]:
-        return capture_json(self)
+        """The whole capture (one capture's GET): the body always inline."""
+        return capture_json(self, self.body_bytes)
 
     @classmethod
-    def prune_bins(
-        cls, bin_ids: list[int], keep: int | None = None, floors: dict[int, int] | None = None
-    ) -> int:
-        """Keep the newest `keep` captures of each bin; returns how many were deleted.
-
-        `floors` (bin id -> id already pruned up to, kept by the caller and updated here) bounds
-        the deletes from below, so they never walk the bin's dead rows again before a vacuum.
-
-        Runs after every group of captures the writer commits, so it is plain SQL: one index
-        lookup per bin when nothing is due (the ORM's delete() would first load the rows to
-        cascade to their deliveries).
-        """
-        keep = settings.CAPTURES_PER_BIN if keep is None else keep
-        if keep <= 0:
-            return 0  # 0 = unlimited: nothing is ever pruned
-        capture, delivery = cls._meta.db_table, Delivery._meta.db_table
-        deleted = 0
-        with connection.cursor() as cursor:
-            for bin_id in bin_ids:
+    def prune(cls, bin_id: int, upto: int, floor: int = 0) -> int:
+        """Delete a bin's captures numbered above `floor` up to `upto` (plain SQL, bodies never
+        loaded); returns how many were deleted. `floor` (what was pruned before) keeps the
+        delete off rows already gone."""
+        capture, delivery, forward = (
+            cls._meta.db_table,
+            Delivery._meta.db_table,
+            Forward._meta.db_table,
+        )
+        bounds = [bin_id, floor, upto]
+        with transaction.atomic(), connection.cursor() as cursor:
+            for table in (delivery, forward):
                 cursor.execute(
-                    f"SELECT id FROM {capture} WHERE bin_id = %s "
-                    "ORDER BY id DESC LIMIT 1 OFFSET %s",
-                    [bin_id, keep],
-                )
-                row = cursor.fetchone()
-                if row is None:
-                    continue
-                floor = floors.get(bin_id, 0) if floors is not None else 0
-                bounds = [bin_id, floor, row[0]]
-                cursor.execute(
-                    f"DELETE FROM {delivery} WHERE capture_id IN (SELECT id FROM {capture} "
-                    "WHERE bin_id = %s AND id > %s AND id <= %s)",
+                    f"DELETE FROM {table} WHERE capture_id IN (SELECT id FROM {capture} "
+                    "WHERE bin_id = %s AND seq > %s AND seq <= %s)",
                     bounds,
                 )
-                cursor.execute(
-                    f"DELETE FROM {capture} WHERE bin_id = %s AND id > %s AND id <= %s", bounds
-                )
-                deleted += cursor.rowcount
-                if floors is not None:
-                    floors[bin_id] = row[0]
+            cursor.execute(
+                f"DELETE FROM {capture} WHERE bin_id = %s AND seq > %s AND seq <= %s", bounds
+            )
+            return cursor.rowcount
+
+    @classmethod
+    def prune_all(cls) -> int:
+        """Keep CAPTURES_PER_BIN captures in every bin (the `prune` command)."""
+        keep = settings.CAPTURES_PER_BIN
+        if keep <= 0:
+            return 0  # 0 = unlimited: nothing is ever pruned
+        deleted = 0
+        for bin_id, last_seq in Bin.objects.filter(last_seq__gt=keep).values_list("id", "last_seq"):
+            deleted += cls.prune(bin_id, last_seq - keep)
         return deleted
 
 
 class Delivery(models.Model):
-    """One send of a capture to a target (a resend from the page or API, or an auto-forward)."""
+    """One send of a capture to a target: a resend from the page or API, an auto-forward
+    attempt, or a replay by the forwarder command on someone's laptop (reported back)."""
 
     RESEND = "resend"
     FORWARD = "forward"
+    FORWARDER = "forwarder"
 
     capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="deliveries")
     kind = models.CharField(max_length=10, default=RESEND)
@@ -260,6 +345,14 @@ class Delivery(models.Model):
     method = models.TextField()
     # True when method, headers or body were changed for this send only.
     edited = models.BooleanField(default=False)
+    # True when the signature headers were made anew for the bytes sent (see `providers`).
+    resigned = models.BooleanField(default=False)
+    # What was sent, when it was not the capture as captured (edited or re-signed): the header
+    # pairs as JSON and the body; empty/null otherwise.
+    sent_headers_json = models.TextField(blank=True, default="")
+    sent_body = models.BinaryField(null=True, default=None)
+    # Auto-forward: which attempt this was (1 for the first; retried with backoff).
+    attempt = models.IntegerField(default=1)
     sent_at = models.DateTimeField(default=timezone.now)
     duration_ms = models.FloatField(default=0)
     status = models.IntegerField(null=True)
@@ -284,15 +377,27 @@ class Delivery(models.Model):
     def response_headers(self) -> list[list[str]]:
         return json.loads(self.response_headers_json)
 
-    def as_json(self) -> dict[str, Any]:
+    @property
+    def sent_headers(self) -> list[list[str]] | None:
+        return json.loads(self.sent_headers_json) if self.sent_headers_json else None
+
+    def as_json(self, capture_seq: int | None = None) -> dict[str, Any]:
         body = bytes(self.response_body)
+        sent_body = None if self.sent_body is None else bytes(self.sent_body)
+        sent_headers = self.sent_headers
         return {
             "id": self.pk,
-            "capture_id": self.capture_id,
+            "capture_id": capture_seq if capture_seq is not None else self.capture.seq,
             "kind": self.kind,
             "target_url": self.target_url,
             "method": self.method,
             "edited": self.edited,
+            "resigned": self.resigned,
+            "attempt": self.attempt,
+            "sent_headers": None if sent_headers is None else display_pairs(sent_headers),
+            "sent_body_base64": (
+                None if sent_body is None else base64.b64encode(sent_body).decode("ascii")
+            ),
             "sent_at": self.sent_at.isoformat().replace("+00:00", "Z"),
             "duration_ms": self.duration_ms,
             "status": self.status,
@@ -303,3 +408,21 @@ class Delivery(models.Model):
             "body_truncated": len(body) < self.response_size,
             "error": self.error or None,
         }
+
+
+class Forward(models.Model):
+    """A capture waiting to be auto-forwarded (the outbox): written in the same transaction as
+    the capture, so it survives a restart, and claimed by one process at a time, so a capture
+    is forwarded once however many processes run. Gone once delivered or given up."""
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="+")
+    target_url = models.TextField()
+    attempts = models.IntegerField(default=0)
+    # When the next attempt is due.
+    due_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # A process that claimed it is sending it until then; after that it is due again (a
+    # process that died while sending).
+    claimed_until = models.DateTimeField(null=True, default=None)
+
+    def __str__(self) -> str:
+        return f"forward of capture {self.capture_id} to {self.target_url}"

@@ -6,7 +6,6 @@ here, every address is checked, and the connection goes to a checked address.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -15,10 +14,10 @@ from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import IntegrityError
 
 from . import hop, outgoing, ratelimit
-from .capture import Pending
-from .models import Capture, Delivery, text_to_wire
+from .models import Capture, Delivery, text_to_wire, wire_to_text
 from .outgoing import BadTarget
 from .ratelimit import RateLimited
 
@@ -69,13 +68,17 @@ async def deliver(
     method: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
     body: bytes | None = None,
+    attempt: int = 1,
 ) -> Delivery:
     """Send a capture (or an edited copy of it, for this send only) and record the delivery.
 
     Raises BadTarget for a malformed URL (nothing is recorded); anything that goes wrong after
-    that (policy, DNS, refused, timeout, TLS) is a recorded delivery with its `error`.
+    that (policy, DNS, refused, timeout, TLS) is a recorded delivery with its `error`. If the
+    capture was deleted meanwhile (pruned, cleared), the delivery is answered but not kept
+    (its `pk` stays None).
     """
     url = outgoing.check_url(target_url)
+    edited = any(x is not None for x in (method, headers, body))
     request = outgoing.Outgoing(
         method=method or capture.method,
         url=url,
@@ -95,7 +98,15 @@ async def deliver(
         kind=kind,
         target_url=url,
         method=request.method,
-        edited=any(x is not None for x in (method, headers, body)),
+        edited=edited,
+        # What was sent, where it was not the capture as captured.
+        sent_headers_json=json.dumps(
+            [[wire_to_text(n), wire_to_text(v)] for n, v in outgoing.forwardable(request.headers)]
+        )
+        if edited
+        else "",
+        sent_body=request.body if edited else None,
+        attempt=attempt,
         duration_ms=answer.duration_ms,
         status=answer.status,
         response_headers_json=json.dumps(answer.headers),
@@ -103,7 +114,12 @@ async def deliver(
         response_size=answer.body_size,
         error=answer.error or "",
     )
-    await database_sync_to_async(delivery.save)()
+    try:
+        await database_sync_to_async(delivery.save)()
+    except IntegrityError:
+        # The target got it; only the record has nowhere to go.
+        logger.info("capture %s was deleted while it was sent: delivery not kept", capture.pk)
+        delivery.pk = None
     return delivery
 
 
@@ -132,47 +148,3 @@ async def resend_capture(capture: Capture, target_url: Any, **edits: Any) -> Del
 
 def wire_headers(capture: Capture) -> list[tuple[bytes, bytes]]:
     return [(text_to_wire(n), text_to_wire(v)) for n, v in capture.headers]
-
-
-# Auto-forward: off the response path, a bounded number at a time; tasks are kept referenced.
-_forwarding: set[asyncio.Task[Any]] = set()
-_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
-MAX_CONCURRENT_FORWARDS = 32
-# Beyond this many forwards waiting (a slow target under load), new captures are not forwarded
-# and that is logged, rather than holding every body in memory.
-MAX_PENDING_FORWARDS = 2_000
-
-
-def forward_later(captures: list[Pending]) -> None:
-    """Start forwarding the captures of bins that have a forward_url (from the event loop)."""
-    for capture in captures:
-        if capture.bin.forward_url:
-            if hop.captured_from_us(capture.headers):
-                logger.info(
-                    "capture %s came from this instance (resend or forward): not forwarded again",
-                    capture.pk,
-                )
-                continue
-            if len(_forwarding) >= MAX_PENDING_FORWARDS:
-                logger.error(
-                    "auto-forward backlog full (%d waiting): capture %s not forwarded",
-                    len(_forwarding),
-                    capture.pk,
-                )
-                continue
-            task = asyncio.get_running_loop().create_task(_forward(capture.to_model()))
-            _forwarding.add(task)
-            task.add_done_callback(_forwarding.discard)
-
-
-async def _forward(capture: Capture) -> None:
-    loop = asyncio.get_running_loop()
-    slots = _slots.setdefault(loop, asyncio.Semaphore(MAX_CONCURRENT_FORWARDS))
-    async with slots:
-        try:
-            delivery = await deliver(capture, capture.bin.forward_url, kind=Delivery.FORWARD)
-        except Exception:
-            logger.exception("auto-forward of capture %s failed", capture.pk)
-            return
-    if delivery.error:
-        logger.warning("auto-forward of capture %s: %s", capture.pk, delivery.error)

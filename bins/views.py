@@ -12,6 +12,7 @@ from . import display
 from .api import check_create_rate, find_capture, resend_edits
 from .capture import parse_token
 from .hosts import request_bases
+from .listing import list_rows
 from .live import announce_deleted, group_send_within
 from .models import Bin, Capture, page_list_limit
 from .outgoing import NOT_FORWARDED, BadTarget
@@ -61,7 +62,7 @@ def clear(request: HttpRequest, token: str) -> HttpResponse:
     bin_ = Bin.objects.filter(token=token).first()
     if bin_ is None:
         raise Http404("No bin with this token.")
-    bin_.captures.all().delete()
+    bin_.delete_captures()
     announce_deleted(bin_.token, None)
     return redirect(bin_.inspect_path())
 
@@ -81,18 +82,17 @@ def inspect(request: HttpRequest, token: str, capture_id: int | None = None) -> 
         raise Http404("No bin with this token.")
     selected = None
     if capture_id is not None:
-        selected = bin_.captures.filter(id=capture_id).first()
+        selected = bin_.captures.filter(seq=capture_id).first()
         if selected is None:
             raise Http404("No capture with this id in this bin.")
     bin_.touch()
     detail = detail_context(selected)
     if request.htmx and request.htmx.target == "detail":
         return render(request, "bins/_detail.html", detail)
-    captures = bin_.captures.defer("body", "headers_json").order_by("-id")[: page_list_limit()]
     context = {
         "bin": bin_,
         "capture_url": bin_.capture_url(request_bases(request)),
-        "captures": captures,
+        "captures": list_rows(bin_.id, page_list_limit()),
         "captures_per_bin": page_list_limit(),  # the page trims its list to this
         **detail,
     }

@@ -4,35 +4,46 @@ A Django view inserting one row per request stores a few hundred captures per se
 thread and database connection per request; see the README's performance section). Here every
 capture of a server process goes through one queue to one writer thread that keeps its
 connection and commits whatever has queued up in one transaction. A request is answered only
-after the transaction holding its capture has committed; then the batch is handed to the live
-publisher, off the response path.
+after the transaction holding its capture has committed, and what it is answered is decided in
+that transaction; then the batch is handed to the live publisher, off the response path.
+
+Numbers: each capture gets the next number of its bin (1, 2, 3...). The transaction takes them
+by updating the bin's row, which it then holds until it commits, so two processes storing
+captures of one bin commit them in number order: a client that has seen number n has seen every
+number below it that will ever exist (`after=n` never skips one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from . import live
+from . import hop, live
 from .capture import Pending
-from .models import Bin, Capture
-from .resend import forward_later
+from .models import Capture, Forward, take_numbers
 
 logger = logging.getLogger(__name__)
 
+# A group ends at this many captures or bytes of bodies, whichever comes first: big bodies
+# are never held by the hundred.
 MAX_BATCH = 256
+MAX_BATCH_BYTES = 32 * 1024 * 1024
 
 # One thread for the whole process, whatever event loop asks: it owns the writer's database
 # connection, so commits are serialised and the connection is reused.
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-writer")
+
+
+class BinGone(Exception):
+    """The bin was deleted (by another process) before its capture was stored."""
 
 
 class CaptureWriter:
@@ -47,11 +58,17 @@ class CaptureWriter:
         self.queue.put_nowait((capture, future))
         return await future
 
+    def _next_batch(self, first: tuple[Pending, asyncio.Future[Pending]]) -> list[Any]:
+        batch = [first]
+        size = len(first[0].body)
+        while len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+            size += len(batch[-1][0].body)
+        return batch
+
     async def _run(self) -> None:
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < MAX_BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            batch = self._next_batch(await self.queue.get())
             captures = [capture for capture, _ in batch]
             try:
                 results = await self.loop.run_in_executor(_executor, commit_batch, captures)
@@ -60,113 +77,140 @@ class CaptureWriter:
                 results = [exc] * len(batch)
             stored: list[Pending] = []
             for (_, future), result in zip(batch, results, strict=True):
+                if not isinstance(result, BaseException):
+                    stored.append(result)
                 if future.done():  # the client went away
-                    pass
-                elif isinstance(result, BaseException):
+                    continue
+                if isinstance(result, BaseException):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
-                if not isinstance(result, BaseException):
-                    stored.append(result)
             if stored:
-                # Never let announcing kill the writer: the captures are stored, and clients
-                # catch up from the database when they reconnect.
-                try:
-                    live.publish_captures(stored)
-                except Exception:
-                    logger.exception("live push of captures %s failed", [c.pk for c in stored])
-                try:
-                    forward_later(stored)
-                except Exception:
-                    logger.exception("auto-forward of captures %s failed", [c.pk for c in stored])
+                self._after_commit(stored)
+
+    def _after_commit(self, stored: list[Pending]) -> None:
+        """Announce, forward and prune: none of it can change what was answered."""
+        # Never let announcing kill the writer: the captures are stored, and live clients
+        # heal from the database (see `live`).
+        try:
+            live.publish_captures(stored)
+        except Exception:
+            logger.exception("live push of captures failed")
+        if any(c.bin.forward_url for c in stored):
+            try:
+                from .forwarding import wake
+
+                wake()
+            except Exception:
+                logger.exception("waking the forwarder failed")
+        newest: dict[int, int] = {}
+        for c in stored:
+            newest[c.bin_id] = max(newest.get(c.bin_id, 0), c.seq)
+        self.loop.run_in_executor(_executor, housekeeping, newest).add_done_callback(_logged)
+
+
+def _logged(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("housekeeping failed", exc_info=future.exception())
 
 
 def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
-    """Insert captures in one statement (runs in the writer thread), then prune their bins.
+    """Store captures in one transaction (runs in the writer thread).
 
     If the group fails (say a bin was deleted a moment ago by another process), each capture is
-    retried on its own, so one bad capture never costs the others theirs.
+    tried again on its own, so one bad capture never costs the others theirs.
     """
-    results: list[Pending | Exception]
     try:
-        # One statement, so it commits on its own (autocommit): no BEGIN/COMMIT round trips.
-        insert_captures(captures)
-        results = list(captures)
+        store_group(captures)
+        return list(captures)
     except Exception:  # not only DatabaseError: a driver may refuse a value with its own error
         _reset_connection()
-        results = [_insert_one(capture) for capture in captures]
-    stored: dict[int, int] = {}
-    for c in results:
-        if isinstance(c, Pending):
-            stored[c.bin_id] = stored.get(c.bin_id, 0) + 1
-    bin_ids = sorted(stored)
-    try:
-        housekeeping(stored)
-    except DatabaseError:
-        # Housekeeping only: the captures are committed, so do not fail them.
-        logger.exception("pruning bins %s failed", bin_ids)
-        _reset_connection()
+    results: list[Pending | Exception] = []
+    for capture in captures:
+        try:
+            store_group([capture])
+            results.append(capture)
+        except Exception as exc:
+            logger.warning("capture for bin %s refused by the database: %s", capture.bin_id, exc)
+            from .bincache import forget_id
+
+            forget_id(capture.bin_id)
+            _reset_connection()
+            results.append(exc)
     return results
 
 
-_touched: dict[int, float] = {}
-_since_prune: dict[int, int] = {}
-_pruned_upto: dict[int, int] = {}
-_last_expiry_sweep = 0.0
-TOUCH_EVERY = 60.0
-EXPIRY_SWEEP_EVERY = 600.0
+def store_group(captures: list[Pending]) -> None:
+    """Number, answer and insert captures, and queue their forwards, in one transaction."""
+    by_bin: dict[int, list[Pending]] = {}
+    for c in captures:
+        by_bin.setdefault(c.bin_id, []).append(c)
+    now = timezone.now()
+    with transaction.atomic(), raw_cursor() as cursor:
+        # Bins in id order: two processes locking the same bins never wait on each other in a
+        # circle.
+        for bin_id in sorted(by_bin):
+            group = by_bin[bin_id]
+            first = take_numbers(cursor, bin_id, len(group), now)
+            if first is None:
+                raise BinGone(f"bin {bin_id} was deleted")
+            deliveries = count_deliveries(cursor, bin_id, group, first)
+            for i, c in enumerate(group):
+                c.seq = first + i
+                c.reply, c.answer = c.bin.plan.answer(c, c.seq, deliveries[i])
+        insert_captures(cursor, captures)
+        forwards = []
+        for c in captures:
+            if not c.bin.forward_url:
+                continue
+            if hop.captured_from_us(c.headers):
+                logger.info(
+                    "capture #%s of bin %s came from this instance (a resend or forward): "
+                    "not forwarded again",
+                    c.seq,
+                    c.bin.token,
+                )
+            else:
+                forwards.append(c)
+        if forwards:
+            due = Forward._meta.get_field("due_at").get_db_prep_value(now, connection)
+            insert_forwards(cursor, forwards, due)
 
 
-def housekeeping(stored: dict[int, int]) -> None:
-    """Keep CAPTURES_PER_BIN per bin, mark bins used, now and then delete expired bins.
-
-    A bin is pruned once captures worth 5% of its limit have arrived since the last time (at
-    once for a limit under 20, and for a bin first seen by this process): a query per bin per
-    group would cost a database round trip every commit.
-    """
-    global _last_expiry_sweep
-    step = max(1, settings.CAPTURES_PER_BIN // 20)  # (0 = unlimited: prune_bins does nothing)
-    due = []
-    for bin_id, count in stored.items():
-        since = _since_prune.get(bin_id)
-        since = step if since is None else since + count
-        if since >= step:
-            due.append(bin_id)
-            since = 0
-        _since_prune[bin_id] = since
-    if len(_since_prune) > 10_000:
-        _since_prune.clear()
-        _pruned_upto.clear()
-    Capture.prune_bins(due, floors=_pruned_upto)
-    bin_ids = list(stored)
-    now = time.monotonic()
-    stale = [i for i in bin_ids if now - _touched.get(i, -TOUCH_EVERY) >= TOUCH_EVERY]
-    if stale:
-        Bin.objects.filter(id__in=stale).update(last_used_at=timezone.now())
-        _touched.update(dict.fromkeys(stale, now))
-        if len(_touched) > 10_000:
-            _touched.clear()
-    if now - _last_expiry_sweep >= EXPIRY_SWEEP_EVERY:
-        _last_expiry_sweep = now
-        _sweeper.submit(sweep_expired)
-
-
-# Expired bins are deleted in a thread of their own, so a large sweep never holds up captures.
-_sweeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bin-expiry")
-
-
-def sweep_expired() -> None:
-    try:
-        if deleted := Bin.delete_expired():
-            logger.info("deleted %d bin(s) unused for %d days", deleted, settings.BIN_EXPIRE_DAYS)
-    except Exception:
-        logger.exception("deleting expired bins failed; the next sweep tries again")
-    finally:
-        connection.close()  # this thread runs every ten minutes: no connection kept between
+def count_deliveries(cursor: Any, bin_id: int, group: list[Pending], first: int) -> list[int]:
+    """For each capture of a group: which delivery of its event it is (1 for the first), and
+    the number of the event's first capture in `duplicate_of` for the others. Exact: the bin's
+    row is held, so no other transaction adds captures to this bin meanwhile."""
+    ids = sorted({c.event_id for c in group if c.event_id})
+    seen: dict[str, list[int]] = {}
+    if ids:
+        cursor.execute(
+            f"SELECT event_id, MIN(seq), COUNT(*) FROM {Capture._meta.db_table} "
+            f"WHERE bin_id = %s AND event_id IN ({', '.join(['%s'] * len(ids))}) "
+            "GROUP BY event_id",
+            [bin_id, *ids],
+        )
+        seen = {event_id: [low, count] for event_id, low, count in cursor.fetchall()}
+    counts = []
+    for i, c in enumerate(group):
+        c.duplicate_of = None
+        if not c.event_id:
+            counts.append(1)
+            continue
+        known = seen.get(c.event_id)
+        if known is None:
+            seen[c.event_id] = [first + i, 1]
+            counts.append(1)
+        else:
+            known[1] += 1
+            c.duplicate_of = known[0]
+            counts.append(known[1])
+    return counts
 
 
 INSERT_FIELDS = (
     "bin_id",
+    "seq",
     "method",
     "path",
     "query_string",
@@ -176,45 +220,84 @@ INSERT_FIELDS = (
     "content_type",
     "remote_addr",
     "received_at",
+    "provider",
+    "event_type",
+    "event_id",
+    "duplicate_of",
+    "signature",
+    "answer",
 )
 
 
-def insert_captures(captures: list[Pending]) -> None:
-    """One multi-row INSERT ... RETURNING id; sets each capture's id.
+def insert_captures(cursor: Any, captures: list[Pending]) -> None:
+    """One multi-row INSERT ... RETURNING; sets each capture's primary key.
 
     What `bulk_create` does, minus the ORM's per-field work, which the profile showed as the
     largest part of the writer's time. Values go through the fields' own database preparation
-    for the types that need it (the timestamp), so rows are exactly what the ORM would write.
+    for the types that need it (timestamp, JSON), so rows are exactly what the ORM would write.
     """
     meta = Capture._meta
     columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in INSERT_FIELDS)
     row = "(" + ", ".join(["%s"] * len(INSERT_FIELDS)) + ")"
     received = meta.get_field("received_at")
+    as_json = _json_prep()
     params: list[object] = []
     for c in captures:
         params += [
             c.bin_id,
+            c.seq,
             c.method,
             c.path,
             c.query_string,
             c.headers_json,
             c.body,
-            c.body_size,
+            len(c.body),
             c.content_type,
             c.remote_addr,
             received.get_db_prep_value(c.received_at, connection),
+            c.provider,
+            c.event_type,
+            c.event_id,
+            c.duplicate_of,
+            as_json(c.signature),
+            as_json(c.answer),
         ]
     sql = (
         f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "
-        f"VALUES {', '.join([row] * len(captures))} RETURNING id"
+        f"VALUES {', '.join([row] * len(captures))} RETURNING id, bin_id, seq"
     )
-    with connection.wrap_database_errors, raw_cursor() as cursor:
-        cursor.execute(sql, params)
-        # Rows get ids in VALUES order, but RETURNING may list them in any order (SQLite says
-        # so): sorted, they match the captures again.
-        ids = sorted(r[0] for r in cursor.fetchall())
-    for capture, pk in zip(captures, ids, strict=True):
-        capture.pk = pk
+    cursor.execute(sql, params)
+    # RETURNING may list rows in any order (SQLite says so): match them by (bin, number).
+    pks = {(bin_id, seq): pk for pk, bin_id, seq in cursor.fetchall()}
+    for c in captures:
+        c.pk = pks[(c.bin_id, c.seq)]
+
+
+_JSON_PREP: Callable[[Any], Any] | None = None
+
+
+def _json_prep() -> Callable[[Any], Any]:
+    """JSONField's own database preparation (None stays SQL NULL), looked up once."""
+    global _JSON_PREP
+    if _JSON_PREP is None:
+        field = Capture._meta.get_field("answer")
+
+        def prep(value: Any) -> Any:
+            return None if value is None else field.get_db_prep_value(value, connection)
+
+        _JSON_PREP = prep
+    return _JSON_PREP
+
+
+def insert_forwards(cursor: Any, captures: list[Pending], now: Any) -> None:
+    table = connection.ops.quote_name(Forward._meta.db_table)
+    rows = ", ".join(["(%s, %s, 0, %s)"] * len(captures))
+    params: list[object] = []
+    for c in captures:
+        params += [c.pk, c.bin.forward_url, now]
+    cursor.execute(
+        f"INSERT INTO {table} (capture_id, target_url, attempts, due_at) VALUES {rows}", params
+    )
 
 
 def raw_cursor() -> Any:
@@ -232,17 +315,33 @@ def raw_cursor() -> Any:
     return connection.cursor()
 
 
-def _insert_one(capture: Pending) -> Pending | Exception:
-    try:
-        insert_captures([capture])
-        return capture
-    except Exception as exc:
-        logger.warning("capture for bin %s refused by the database: %s", capture.bin_id, exc)
-        from .bincache import forget_id
+# Pruning: a bin is pruned once captures worth 5% of its limit have arrived since the last time
+# (at once for a limit under 20), so a busy bin costs one DELETE per 25 captures, not one per
+# group. `_pruned_upto` remembers, per bin, the number pruned up to, so a delete never walks the
+# rows an earlier one removed.
+_pruned_upto: dict[int, int] = {}
 
-        forget_id(capture.bin_id)
-        _reset_connection()
-        return exc
+
+def housekeeping(newest: dict[int, int]) -> None:
+    """Keep CAPTURES_PER_BIN per bin (runs in the writer thread after a group was answered:
+    a failure here is logged and never touches an answer)."""
+    keep = settings.CAPTURES_PER_BIN
+    if keep <= 0:
+        return  # 0 = unlimited
+    step = max(1, keep // 20)
+    if len(_pruned_upto) > 10_000:
+        _pruned_upto.clear()
+    for bin_id, last in newest.items():
+        upto = last - keep
+        floor = _pruned_upto.get(bin_id, 0)
+        if upto <= 0 or upto - floor < step:
+            continue
+        try:
+            Capture.prune(bin_id, upto, floor)
+            _pruned_upto[bin_id] = upto
+        except DatabaseError:
+            logger.exception("pruning bin %s failed; the next group tries again", bin_id)
+            _reset_connection()
 
 
 def _reset_connection() -> None:

@@ -295,6 +295,15 @@ MAX_BODY_BYTES = env_int("MAX_BODY_BYTES", 10 * 1024 * 1024)
 # carry an edited body for a resend (base64 in JSON: a third more than the body).
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES * 4 // 3 + 1024 * 1024 if MAX_BODY_BYTES else None
 CAPTURES_PER_BIN = env_int("CAPTURES_PER_BIN", 500)
+# Lists and live streams carry a capture's body inline up to this size; above it the body is
+# left out (`body_omitted`) and a client fetches the capture or its /raw. A live frame must stay
+# under the 1 MiB that Daphne and the usual websocket clients accept, whatever a capture holds.
+INLINE_BODY_BYTES = env_int("INLINE_BODY_BYTES", 64 * 1024)
+if INLINE_BODY_BYTES > 256 * 1024:
+    raise config_error(f"INLINE_BODY_BYTES must be at most 262144, not {INLINE_BODY_BYTES}")
+# Auto-forward attempts per capture: a failed one (no answer, 408, 429, 5xx) is tried again
+# with backoff (1 s, 5 s, 30 s, 2 min, 10 min, then hourly); 0 tries forever.
+FORWARD_MAX_ATTEMPTS = env_int("FORWARD_MAX_ATTEMPTS", 5)
 BIN_EXPIRE_DAYS = env_int("BIN_EXPIRE_DAYS", 30)
 # Requests per second per bin; 0 is off, so a load test runs at full speed. Shared by every
 # process through Redis when REDIS_URL is set.

@@ -10,7 +10,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from bins import live, writer
+from bins import forwarding, live, writer
 from bins.models import Bin
 
 from .browser import open_browser
@@ -107,6 +107,7 @@ async def live_loop():
     connections before the loop goes (Redis connections belong to one loop)."""
     yield get_channel_layer()
     await writer.stop()
+    await forwarding.stop()
     await live.stop()
     await get_channel_layer().flush()
 

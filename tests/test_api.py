@@ -116,7 +116,9 @@ def test_wrong_method_is_405_json(client, bin_):
 
 
 def test_list_captures_newest_first_with_paging_and_filters(client, bin_):
-    ids = [make_capture(bin_, path=f"/{i}", method="GET" if i % 2 else "POST").id for i in range(6)]
+    ids = [
+        make_capture(bin_, path=f"/{i}", method="GET" if i % 2 else "POST").seq for i in range(6)
+    ]
     url = f"/api/bins/{bin_.token}/captures"
     assert [c["id"] for c in client.get(url).json()["captures"]] == ids[::-1]
     assert [c["id"] for c in client.get(url, {"limit": 2}).json()["captures"]] == ids[:3:-1]
@@ -144,7 +146,7 @@ def test_capture_shape(client, bin_):
         content_type="application/octet-stream",
         remote_addr="198.51.100.4",
     )
-    data = client.get(f"/api/bins/{bin_.token}/captures/{c.id}").json()
+    data = client.get(f"/api/bins/{bin_.token}/captures/{c.seq}").json()
     assert set(data) == {
         "id",
         "method",
@@ -160,6 +162,11 @@ def test_capture_shape(client, bin_):
         "signature",
         "event_id",
         "duplicate_of",
+        "headers_base64",
+        "body_omitted",
+        "provider",
+        "event_type",
+        "answer",
     }
     assert data["headers"] == [["x-a", "1"], ["x-a", "2"]]
     assert base64.b64decode(data["body_base64"]) == b"\xff\x00binary"
@@ -170,7 +177,7 @@ def test_capture_shape(client, bin_):
 def test_raw_body_is_exact_and_a_download(client, bin_):
     body = b"<script>alert(1)</script>\xff"
     c = make_capture(bin_, body=body, content_type="text/html")
-    r = client.get(f"/api/bins/{bin_.token}/captures/{c.id}/raw")
+    r = client.get(f"/api/bins/{bin_.token}/captures/{c.seq}/raw")
     assert r.status_code == 200
     assert r.content == body
     assert r["Content-Type"] == "application/octet-stream"
@@ -182,8 +189,8 @@ def test_delete_captures(client, bin_):
     other = Bin.objects.create()
     a, b = make_capture(bin_), make_capture(bin_)
     kept = make_capture(other)
-    assert client.delete(f"/api/bins/{bin_.token}/captures/{a.id}").status_code == 204
-    assert client.get(f"/api/bins/{bin_.token}/captures/{a.id}").status_code == 404
+    assert client.delete(f"/api/bins/{bin_.token}/captures/{a.seq}").status_code == 204
+    assert client.get(f"/api/bins/{bin_.token}/captures/{a.seq}").status_code == 404
     # A capture is only reachable through its own bin.
     assert client.get(f"/api/bins/{bin_.token}/captures/{kept.id}").status_code == 404
     assert client.delete(f"/api/bins/{bin_.token}/captures").json() == {"deleted": 1}

@@ -1,12 +1,15 @@
 """The capture rules as plain functions: no HTTP, no server."""
 
+import base64
 import json
 import uuid
 
 import pytest
 
 from bins import capture
-from bins.models import DEFAULT_RESPONSE, Bin, text_to_wire
+from bins.bincache import BinInfo
+from bins.models import DEFAULT_RESPONSE, text_to_wire
+from bins.replies import Reply, plan_for
 
 TOKEN = "3f2b8c1e-9d4a-4c6b-8e2f-1a2b3c4d5e6f"
 
@@ -56,8 +59,8 @@ def test_build_capture_keeps_everything_byte_exact():
         (b"x-bytes", b"caf\xc3\xa9 \xff\x00"),
     ]
     body = bytes(range(256)) * 3
-    bin_ = Bin(id=7, token=uuid.UUID(TOKEN))
-    c = capture.build_capture(bin_, "fancyVerb", "/p%2Fq", b"a=1&a=2&b", headers, body, "::1")
+    info = BinInfo(7, uuid.UUID(TOKEN), "", plan_for(None, None), None)
+    c = capture.build_capture(info, "fancyVerb", "/p%2Fq", b"a=1&a=2&b", headers, body, "::1")
     assert (c.bin_id, c.method, c.path, c.query_string) == (7, "fancyVerb", "/p%2Fq", "a=1&a=2&b")
     assert c.body == body and c.body_size == 768
     assert c.content_type == "application/octet-stream"
@@ -65,18 +68,23 @@ def test_build_capture_keeps_everything_byte_exact():
     stored = json.loads(c.headers_json)
     assert [(text_to_wire(n), text_to_wire(v)) for n, v in stored] == headers
     # The API shows undecodable bytes readably, valid UTF-8 as text.
-    assert c.as_json()["headers"][3] == ["x-bytes", "café \\xff\x00"]
+    shape = c.live_json()
+    assert shape["headers"][3] == ["x-bytes", "café \\xff\x00"]
+    # ... and gives the exact bytes where a header is not UTF-8.
+    exact = [(base64.b64decode(n), base64.b64decode(v)) for n, v in shape["headers_base64"]]
+    assert exact == headers
     assert c.received_at.tzinfo is not None
 
 
-def test_reply_for_defaults_and_configured():
-    default = capture.reply_for(None)
+def test_a_bins_reply_defaults_and_configured():
+    default = plan_for(None, None).fixed
     assert default.status == DEFAULT_RESPONSE["status"]
     assert default.body == b'{"ok": true}'
-    custom = capture.reply_for(
-        {"status": 418, "headers": [["X-Teapot", "yes"]], "body": "short and stout", "delay_ms": 5}
-    )
-    assert custom == capture.Reply(418, [(b"X-Teapot", b"yes")], b"short and stout", 5)
+    custom = plan_for(
+        {"status": 418, "headers": [["X-Teapot", "yes"]], "body": "short and stout", "delay_ms": 5},
+        None,
+    ).fixed
+    assert custom == Reply(418, [(b"X-Teapot", b"yes")], b"short and stout", 5)
 
 
 def test_error_replies_are_json():

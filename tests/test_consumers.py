@@ -38,10 +38,10 @@ async def test_unknown_bin_is_refused(transactional_db):
 async def test_json_stream_catches_up_after_an_id_then_goes_live(bin_):
     first = await database_sync_to_async(add_capture)(bin_, "/old")
     missed = [await database_sync_to_async(add_capture)(bin_, f"/missed{i}") for i in range(3)]
-    ws, connected = await connect(f"/ws/bins/{bin_.token}/json/?after={first.id}")
+    ws, connected = await connect(f"/ws/bins/{bin_.token}/json/?after={first.seq}")
     assert connected
     frames = [json.loads(await ws.receive_from(timeout=5)) for _ in missed]
-    assert [f["capture"]["id"] for f in frames] == [c.id for c in missed]
+    assert [f["capture"]["id"] for f in frames] == [c.seq for c in missed]
     assert all(f["type"] == "capture" for f in frames)
     await asgi_http(f"/{bin_.token}/new", body=b"live")
     frame = json.loads(await ws.receive_from(timeout=5))
@@ -62,10 +62,10 @@ async def test_json_stream_without_after_sends_only_new_captures(bin_):
 async def test_what_the_catch_up_sent_is_not_sent_again(bin_):
     c = await database_sync_to_async(add_capture)(bin_, "/once")
     ws, _ = await connect(f"/ws/bins/{bin_.token}/json/?after=0")
-    assert json.loads(await ws.receive_from(timeout=5))["capture"]["id"] == c.id
+    assert json.loads(await ws.receive_from(timeout=5))["capture"]["id"] == c.seq
     # The same capture announced after the catch-up read it (a commit racing the connect).
     await get_channel_layer().group_send(
-        group_name(bin_.token), {"type": "captures.new", "captures": [live_item(c)]}
+        group_name(bin_.token), {"type": "captures.new", "captures": [live_item(c.as_json())]}
     )
     assert await ws.receive_nothing(timeout=0.3)
     await ws.disconnect()

@@ -46,17 +46,20 @@ async def test_rate_limit_is_off_by_default(bin_, settings):
 
 
 def make_captures(bin_, n):
-    Capture.objects.bulk_create(Capture(bin=bin_, method="GET", path=f"/{i}") for i in range(n))
+    for i in range(n):
+        Capture.objects.create(bin=bin_, method="GET", path=f"/{i}")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_prune_command_expires_unused_bins_and_prunes_captures(settings):
     settings.CAPTURES_PER_BIN = 3
     settings.BIN_EXPIRE_DAYS = 7
-    old = Bin.objects.create(last_used_at=timezone.now() - timedelta(days=8))
-    recent = Bin.objects.create(last_used_at=timezone.now() - timedelta(days=6))
+    old, recent = Bin.objects.create(), Bin.objects.create()
     make_captures(old, 2)
     make_captures(recent, 5)
+    # Captures mark their bin used: age the bins after them.
+    Bin.objects.filter(pk=old.pk).update(last_used_at=timezone.now() - timedelta(days=8))
+    Bin.objects.filter(pk=recent.pk).update(last_used_at=timezone.now() - timedelta(days=6))
     Delivery.objects.create(capture=old.captures.first(), target_url="http://x.test/", method="GET")
     call_command("prune")
     assert not Bin.objects.filter(id=old.id).exists()

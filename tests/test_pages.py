@@ -96,7 +96,7 @@ def test_unknown_bin_page_is_404(client, transactional_db):
 )
 def test_detail_shows_the_body_by_kind(client, bin_, body, content_type, expected):
     c = make_capture(bin_, body, content_type)
-    html = client.get(f"/bins/{bin_.token}/captures/{c.id}/").content.decode()
+    html = client.get(f"/bins/{bin_.token}/captures/{c.seq}/").content.decode()
     assert expected in html
 
 
@@ -107,7 +107,7 @@ def test_multipart_fields_and_files_are_listed(client, bin_):
         b"Content-Type: application/octet-stream\r\n\r\n\x00\x01\x02\r\n--zz--\r\n"
     )
     c = make_capture(bin_, body, "multipart/form-data; boundary=zz")
-    html = client.get(f"/bins/{bin_.token}/captures/{c.id}/").content.decode()
+    html = client.get(f"/bins/{bin_.token}/captures/{c.seq}/").content.decode()
     assert "<th>title</th><td>hello</td>" in html
     assert "file &#x27;a.bin&#x27;, 3 bytes" in html
 
@@ -115,7 +115,7 @@ def test_multipart_fields_and_files_are_listed(client, bin_):
 def test_htmx_request_gets_only_the_detail(client, bin_):
     c = make_capture(bin_, b"hi", "text/plain")
     r = client.get(
-        f"/bins/{bin_.token}/captures/{c.id}/",
+        f"/bins/{bin_.token}/captures/{c.seq}/",
         headers={"HX-Request": "true", "HX-Target": "detail"},
     )
     html = r.content.decode()
@@ -124,7 +124,7 @@ def test_htmx_request_gets_only_the_detail(client, bin_):
 
 def test_query_and_path_are_decoded_for_display(client, bin_):
     c = make_capture(bin_, path="/a%20b", query_string="x=1&x=2&y=%26")
-    html = client.get(f"/bins/{bin_.token}/captures/{c.id}/").content.decode()
+    html = client.get(f"/bins/{bin_.token}/captures/{c.seq}/").content.decode()
     assert "/a b" in html
     assert html.count("<th>x</th>") == 2
     assert "<th>y</th><td>&amp;</td>" in html
@@ -142,7 +142,7 @@ def test_hostile_content_is_escaped_everywhere(client, bin_):
         headers=[[evil, evil]],
         remote_addr=evil,
     )
-    for url in [f"/bins/{bin_.token}/", f"/bins/{bin_.token}/captures/{c.id}/"]:
+    for url in [f"/bins/{bin_.token}/", f"/bins/{bin_.token}/captures/{c.seq}/"]:
         html = client.get(url).content.decode()
         assert "<script>alert" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

@@ -60,7 +60,7 @@ async def test_resend_sends_method_headers_and_body_byte_for_byte(bin_, target):
     ]
     body = bytes(range(256))
     c = await capture_via_asgi(bin_, method="PATCH", headers=headers, body=body)
-    status, delivery = await api_resend(bin_.token, c.id, {"target_url": target.url + "/in?x=1"})
+    status, delivery = await api_resend(bin_.token, c.seq, {"target_url": target.url + "/in?x=1"})
     assert status == 201
     assert delivery["status"] == 200
     assert base64.b64decode(delivery["body_base64"]) == b"thanks"
@@ -84,7 +84,7 @@ async def test_resend_sends_method_headers_and_body_byte_for_byte(bin_, target):
     ]
     assert target.header("content-length") == "256"
     # The bin remembers the target for the next one-click resend.
-    status, again = await api_resend(bin_.token, c.id, {})
+    status, again = await api_resend(bin_.token, c.seq, {})
     assert status == 201 and again["target_url"] == target.url + "/in?x=1"
 
 
@@ -101,7 +101,7 @@ async def test_stripe_and_standard_webhooks_signatures_still_verify(bin_, target
         ],
         body=payload,
     )
-    await api_resend(bin_.token, c.id, {"target_url": target.url})
+    await api_resend(bin_.token, c.seq, {"target_url": target.url})
     got = target.received[-1]
     event = stripe.Webhook.construct_event(got.body, target.header("stripe-signature"), secret)
     assert event["id"] == "evt_1"
@@ -119,7 +119,7 @@ async def test_stripe_and_standard_webhooks_signatures_still_verify(bin_, target
         ],
         body=payload,
     )
-    await api_resend(bin_.token, c.id, {"target_url": target.url})
+    await api_resend(bin_.token, c.seq, {"target_url": target.url})
     got = target.received[-1]
     assert hook.verify(got.body, {n.lower(): v for n, v in got.headers})["id"] == "evt_1"
 
@@ -128,7 +128,7 @@ async def test_edit_before_resend_changes_only_that_send(bin_, target):
     c = await capture_via_asgi(bin_, headers=[(b"x-a", b"1")], body=b"original")
     status, delivery = await api_resend(
         bin_.token,
-        c.id,
+        c.seq,
         {"target_url": target.url, "method": "PUT", "headers": [["X-B", "2"]], "body": "edited"},
     )
     assert status == 201 and delivery["edited"] is True and delivery["method"] == "PUT"
@@ -156,7 +156,7 @@ async def test_edit_before_resend_changes_only_that_send(bin_, target):
 )
 async def test_bad_resend_input_is_400_and_records_nothing(bin_, payload, message):
     c = await capture_via_asgi(bin_)
-    status, body = await api_resend(bin_.token, c.id, payload)
+    status, body = await api_resend(bin_.token, c.seq, payload)
     assert status == 400
     assert message in body["error"]
     assert await database_sync_to_async(Delivery.objects.count)() == 0
@@ -165,10 +165,12 @@ async def test_bad_resend_input_is_400_and_records_nothing(bin_, payload, messag
 async def test_failures_are_recorded_in_plain_words(bin_, settings):
     c = await capture_via_asgi(bin_)
     closed = f"http://127.0.0.1:{free_port()}/"
-    status, refused = await api_resend(bin_.token, c.id, {"target_url": closed})
+    status, refused = await api_resend(bin_.token, c.seq, {"target_url": closed})
     assert status == 201
     assert refused["status"] is None and "connection refused" in refused["error"]
-    status, dns = await api_resend(bin_.token, c.id, {"target_url": "http://no-such-host.invalid/"})
+    status, dns = await api_resend(
+        bin_.token, c.seq, {"target_url": "http://no-such-host.invalid/"}
+    )
     assert status == 201 and "DNS lookup failed" in dns["error"]
     assert await database_sync_to_async(Delivery.objects.filter(capture=c).count)() == 2
 
@@ -181,7 +183,7 @@ async def test_a_slow_target_times_out(bin_, settings):
     try:
         c = await capture_via_asgi(bin_)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
-        _, delivery = await api_resend(bin_.token, c.id, {"target_url": url})
+        _, delivery = await api_resend(bin_.token, c.seq, {"target_url": url})
         assert "timed out after 0.5 s" in delivery["error"]
     finally:
         silent.close()
@@ -191,17 +193,17 @@ async def test_policy_deny_forbids_private_targets(bin_, settings, target):
     settings.RESEND_PRIVATE_TARGETS = "deny"
     c = await capture_via_asgi(bin_)
     for url in [target.url, "http://localhost:1/", "http://[::1]:1/", "http://10.1.2.3/"]:
-        _, delivery = await api_resend(bin_.token, c.id, {"target_url": url})
+        _, delivery = await api_resend(bin_.token, c.seq, {"target_url": url})
         assert "forbids those targets" in delivery["error"], url
     assert target.received == []
     settings.RESEND_ALLOW_HOSTS = {"127.0.0.1"}
-    _, delivery = await api_resend(bin_.token, c.id, {"target_url": target.url})
+    _, delivery = await api_resend(bin_.token, c.seq, {"target_url": target.url})
     assert delivery["status"] == 200
 
 
 async def test_the_method_is_sent_as_captured_case_and_all(bin_, target):
     c = await capture_via_asgi(bin_, method="purge")
-    _, delivery = await api_resend(bin_.token, c.id, {"target_url": target.url})
+    _, delivery = await api_resend(bin_.token, c.seq, {"target_url": target.url})
     assert delivery["status"] == 200
     assert target.received[-1].method == "purge"
 
@@ -210,7 +212,7 @@ async def test_cloud_metadata_is_forbidden_even_when_private_targets_are_allowed
     assert settings.RESEND_PRIVATE_TARGETS == "allow"
     c = await capture_via_asgi(bin_)
     for url in ["http://169.254.169.254/latest/", "http://[::ffff:169.254.169.254]/"]:
-        _, delivery = await api_resend(bin_.token, c.id, {"target_url": url})
+        _, delivery = await api_resend(bin_.token, c.seq, {"target_url": url})
         assert "cloud metadata" in delivery["error"], url
 
 
@@ -233,7 +235,7 @@ async def test_redirects_are_not_followed(bin_, target):
     target.status = 302
     target.reply_headers = [("Location", "http://169.254.169.254/")]
     c = await capture_via_asgi(bin_)
-    _, delivery = await api_resend(bin_.token, c.id, {"target_url": target.url})
+    _, delivery = await api_resend(bin_.token, c.seq, {"target_url": target.url})
     assert delivery["status"] == 302
     assert len(target.received) == 1
 
@@ -269,7 +271,7 @@ async def test_auto_forward_to_a_dead_target_never_fails_the_capture(transaction
 
 def test_page_resend_form_records_and_shows_the_delivery(client, bin_, target):
     c = Capture.objects.create(bin=bin_, method="POST", body=b"hi", body_size=2)
-    url = f"/bins/{bin_.token}/captures/{c.id}/resend/"
+    url = f"/bins/{bin_.token}/captures/{c.seq}/resend/"
     r = client.post(url, {"target_url": target.url + "/page"}, headers={"HX-Request": "true"})
     html = r.content.decode()
     assert r.status_code == 200
@@ -289,5 +291,5 @@ def test_page_resend_form_records_and_shows_the_delivery(client, bin_, target):
         headers={"HX-Request": "true"},
     )
     assert target.received[-1].method == "PUT" and target.received[-1].body == b"new"
-    page = client.get(f"/bins/{bin_.token}/captures/{c.id}/").content.decode()
+    page = client.get(f"/bins/{bin_.token}/captures/{c.seq}/").content.decode()
     assert f'value="{target.url}"' in page  # the last target is prefilled

@@ -250,7 +250,7 @@ def test_the_page_says_when_resends_are_rate_limited(client: Client, settings, t
     settings.RESEND_RATE_LIMIT = 1
     bin_ = Bin.objects.create()
     capture = Capture.objects.create(bin=bin_, method="POST", body=b"x", body_size=1)
-    url = f"/bins/{bin_.token}/captures/{capture.id}/resend/"
+    url = f"/bins/{bin_.token}/captures/{capture.seq}/resend/"
     first = client.post(url, {"target_url": target.url}, HTTP_HX_REQUEST="true")
     assert first.status_code == 200
     second = client.post(url, {"target_url": target.url}, HTTP_HX_REQUEST="true")

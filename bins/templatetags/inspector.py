@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django import template
 
@@ -32,3 +33,11 @@ def size(value: int) -> str:
     if value < 1024 * 1024:
         return f"{value / 1024:.1f} KiB"
     return f"{value / 1024 / 1024:.1f} MiB"
+
+
+@register.filter
+def request_target(c: Any) -> str:
+    """A capture's path and query string as the list shows them (from a row or its JSON)."""
+    path = c["path"] if isinstance(c, dict) else c.path
+    query = c["query_string"] if isinstance(c, dict) else c.query_string
+    return (path or "/") + (f"?{query}" if query else "")

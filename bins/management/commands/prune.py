@@ -8,5 +8,5 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         expired = Bin.delete_expired()
-        pruned = Capture.prune_bins(list(Bin.objects.values_list("id", flat=True)))
+        pruned = Capture.prune_all()
         self.stdout.write(f"{expired} expired bin(s) deleted, {pruned} old capture(s) pruned")
