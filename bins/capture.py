@@ -116,6 +116,7 @@ class Pending:
     seq: int = 0
     duplicate_of: int | None = None
     answer: dict[str, Any] | None = None
+    answer_json: str | None = None
     reply: Reply | None = None
 
     @property

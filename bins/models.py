@@ -216,22 +216,32 @@ class Bin(models.Model):
         return len(expired)
 
 
-def take_numbers(cursor: Any, bin_id: int, count: int, now: datetime) -> int | None:
-    """Take the next `count` capture numbers of a bin, in a transaction, and mark it used; the
-    first of them, or None if the bin is gone. The bin's row stays locked until the transaction
-    ends: captures of one bin commit in number order, whatever process stores them."""
-    used = Bin._meta.get_field("last_used_at").get_db_prep_value(now, connection)
-    cursor.execute(
-        f"UPDATE {Bin._meta.db_table} SET last_seq = last_seq + %s, last_used_at = %s "
-        "WHERE id = %s RETURNING last_seq",
-        [count, used, bin_id],
-    )
+def take_numbers(cursor: Any, bin_id: int, count: int, touch: datetime | None = None) -> int | None:
+    """Take the next `count` capture numbers of a bin, in a transaction (and mark it used at
+    `touch`, if given); the first of them, or None if the bin is gone. The bin's row stays
+    locked until the transaction ends: captures of one bin commit in number order, whatever
+    process stores them."""
+    table = Bin._meta.db_table
+    if touch is None:
+        # No indexed column changes: PostgreSQL updates the row in place (HOT), cheaply.
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",
+            [count, bin_id],
+        )
+    else:
+        used = Bin._meta.get_field("last_used_at").get_db_prep_value(touch, connection)
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + %s, last_used_at = %s "
+            "WHERE id = %s RETURNING last_seq",
+            [count, used, bin_id],
+        )
     row = cursor.fetchone()
     return None if row is None else row[0] - count + 1
 
 
 class Capture(models.Model):
-    bin = models.ForeignKey(Bin, on_delete=models.CASCADE, related_name="captures")
+    # No index of its own: the (bin, seq) unique index serves every lookup by bin.
+    bin = models.ForeignKey(Bin, on_delete=models.CASCADE, related_name="captures", db_index=False)
     # The capture's number in its bin (1, 2, 3... in commit order): its public id.
     seq = models.BigIntegerField(default=None)
     method = models.TextField()
@@ -259,7 +269,14 @@ class Capture(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["bin", "seq"], name="capture_bin_seq")]
-        indexes = [models.Index(fields=["bin", "event_id"], name="capture_bin_event")]
+        # Only captures with an event id are indexed by it (retries are found by it).
+        indexes = [
+            models.Index(
+                fields=["bin", "event_id"],
+                name="capture_bin_event",
+                condition=~models.Q(event_id=""),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.method} {self.path or '/'}"

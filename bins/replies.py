@@ -48,27 +48,38 @@ def reply_from(config: dict[str, Any]) -> Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """What one capture is answered, and the record of it (`answer` in its JSON, kept as text
+    too: the writer stores the same few answers over and over)."""
+
+    reply: Reply
+    record: dict[str, Any]
+    record_json: str
+
+
+def answer_of(reply: Reply, rule: str | None) -> Answer:
+    record = {"status": reply.status, "rule": rule}
+    return Answer(reply, record, orjson.dumps(record).decode())
+
+
+@dataclass(frozen=True, slots=True)
 class Answerer:
     """One response (the default, or a rule's): its steps, and whether they count the bin's
     captures or each event's deliveries."""
 
-    label: str | None  # the rule's name; None for the bin's default response
-    steps: tuple[tuple[Reply, int], ...]  # (reply, times); the last repeats
+    steps: tuple[tuple[Answer, int], ...]  # (answer, times); the last repeats
     per: str  # "bin" or "event"
 
-    def answer(self, seq: int, delivery: int) -> tuple[Reply, dict[str, Any]]:
-        n = seq if self.per == "bin" else delivery
+    def answer(self, seq: int, delivery: int) -> Answer:
         if len(self.steps) == 1:
-            reply = self.steps[0][0]
-            return reply, {"status": reply.status, "rule": self.label}
+            return self.steps[0][0]
+        n = seq if self.per == "bin" else delivery
         upto = 0
-        for i, (reply, times) in enumerate(self.steps, 1):
+        for answer, times in self.steps:
             upto += times
-            if n <= upto or i == len(self.steps):
-                step = f"step {i} of {len(self.steps)}"
-                label = f"{self.label}, {step}" if self.label else step
-                return reply, {"status": reply.status, "rule": label}
-        raise AssertionError("unreachable: the last step repeats")
+            if n <= upto:
+                return answer
+        return self.steps[-1][0]
 
 
 def answerer(config: dict[str, Any], label: str | None) -> Answerer:
@@ -76,13 +87,19 @@ def answerer(config: dict[str, Any], label: str | None) -> Answerer:
     fields over it."""
     steps = config.get("steps") or []
     if not steps:
-        return Answerer(label, ((reply_from(config), 1),), "bin")
+        return Answerer(((answer_of(reply_from(config), label), 1),), "bin")
     made = []
-    for step in steps:
+    for i, step in enumerate(steps, 1):
         merged = {**config, **{k: v for k, v in step.items() if k != "times"}}
         times = step.get("times", 1)
-        made.append((reply_from(merged), times if type(times) is int and times > 0 else 1))
-    return Answerer(label, tuple(made), config.get("per") or "bin")
+        where = f"step {i} of {len(steps)}"
+        made.append(
+            (
+                answer_of(reply_from(merged), f"{label}, {where}" if label else where),
+                times if type(times) is int and times > 0 else 1,
+            )
+        )
+    return Answerer(tuple(made), config.get("per") or "bin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +171,10 @@ class Plan:
     def fixed(self) -> Reply | None:
         """The one reply every capture gets (no rules, no steps), or None."""
         if not self.rules and len(self.default.steps) == 1:
-            return self.default.steps[0][0]
+            return self.default.steps[0][0].reply
         return None
 
-    def answer(self, c: Any, seq: int, delivery: int) -> tuple[Reply, dict[str, Any]]:
+    def answer(self, c: Any, seq: int, delivery: int) -> Answer:
         """The reply for capture number `seq` of the bin, the `delivery`-th of its event."""
         parsed: list[Any] = []
         for rule in self.rules:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
@@ -151,13 +152,14 @@ def store_group(captures: list[Pending]) -> None:
         # circle.
         for bin_id in sorted(by_bin):
             group = by_bin[bin_id]
-            first = take_numbers(cursor, bin_id, len(group), now)
+            first = take_numbers(cursor, bin_id, len(group), touch_due(bin_id, now))
             if first is None:
                 raise BinGone(f"bin {bin_id} was deleted")
             deliveries = count_deliveries(cursor, bin_id, group, first)
             for i, c in enumerate(group):
                 c.seq = first + i
-                c.reply, c.answer = c.bin.plan.answer(c, c.seq, deliveries[i])
+                answer = c.bin.plan.answer(c, c.seq, deliveries[i])
+                c.reply, c.answer, c.answer_json = answer.reply, answer.record, answer.record_json
         insert_captures(cursor, captures)
         forwards = []
         for c in captures:
@@ -175,6 +177,23 @@ def store_group(captures: list[Pending]) -> None:
         if forwards:
             due = Forward._meta.get_field("due_at").get_db_prep_value(now, connection)
             insert_forwards(cursor, forwards, due)
+
+
+# A bin is marked used (for expiry) at most once a minute per process: that column is indexed,
+# and writing it would turn every group's update of the bin's row into a full one.
+TOUCH_EVERY = 60.0
+_touched: dict[int, float] = {}
+
+
+def touch_due(bin_id: int, now: Any) -> Any:
+    """`now` if the bin should be marked used by this group, else None."""
+    clock = time.monotonic()
+    if clock - _touched.get(bin_id, -TOUCH_EVERY) < TOUCH_EVERY:
+        return None
+    if len(_touched) > 10_000:
+        _touched.clear()
+    _touched[bin_id] = clock
+    return now
 
 
 def count_deliveries(cursor: Any, bin_id: int, group: list[Pending], first: int) -> list[int]:
@@ -234,13 +253,12 @@ def insert_captures(cursor: Any, captures: list[Pending]) -> None:
 
     What `bulk_create` does, minus the ORM's per-field work, which the profile showed as the
     largest part of the writer's time. Values go through the fields' own database preparation
-    for the types that need it (timestamp, JSON), so rows are exactly what the ORM would write.
+    for the types that need it (the timestamp); JSON columns get their JSON as text.
     """
     meta = Capture._meta
     columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in INSERT_FIELDS)
     row = "(" + ", ".join(["%s"] * len(INSERT_FIELDS)) + ")"
     received = meta.get_field("received_at")
-    as_json = _json_prep()
     params: list[object] = []
     for c in captures:
         params += [
@@ -259,8 +277,8 @@ def insert_captures(cursor: Any, captures: list[Pending]) -> None:
             c.event_type,
             c.event_id,
             c.duplicate_of,
-            as_json(c.signature),
-            as_json(c.answer),
+            None if c.signature is None else orjson.dumps(c.signature).decode(),
+            c.answer_json,
         ]
     sql = (
         f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "
@@ -271,22 +289,6 @@ def insert_captures(cursor: Any, captures: list[Pending]) -> None:
     pks = {(bin_id, seq): pk for pk, bin_id, seq in cursor.fetchall()}
     for c in captures:
         c.pk = pks[(c.bin_id, c.seq)]
-
-
-_JSON_PREP: Callable[[Any], Any] | None = None
-
-
-def _json_prep() -> Callable[[Any], Any]:
-    """JSONField's own database preparation (None stays SQL NULL), looked up once."""
-    global _JSON_PREP
-    if _JSON_PREP is None:
-        field = Capture._meta.get_field("answer")
-
-        def prep(value: Any) -> Any:
-            return None if value is None else field.get_db_prep_value(value, connection)
-
-        _JSON_PREP = prep
-    return _JSON_PREP
 
 
 def insert_forwards(cursor: Any, captures: list[Pending], now: Any) -> None:
