@@ -79,6 +79,9 @@ class CaptureWriter:
                     forward_later(stored)
                 except Exception:
                     logger.exception("auto-forward of captures %s failed", [c.pk for c in stored])
+            # The batch holds its bodies (up to MAX_BATCH of MAX_BODY_BYTES): do not keep it alive
+            # while waiting for the next capture.
+            del batch, captures, results, stored
 
 
 def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:

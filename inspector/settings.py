@@ -222,3 +222,34 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- server limits ---
+# What one slow or hostile client can hold in the server process (see bins/server.py); 0 = off.
+
+
+def _server_limit(name: str, default: int) -> int:
+    try:
+        value = env_int(name, default)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a whole number, 0 (off) or more")
+    return value
+
+
+# Seconds a connection may send nothing while no request is being answered (before its first
+# request and between keep-alive requests).
+HTTP_IDLE_TIMEOUT = _server_limit("HTTP_IDLE_TIMEOUT", 60)
+# Seconds from the first byte of a request to its last (headers and body); answering is not
+# limited (a bin's reply may be delayed on purpose).
+HTTP_REQUEST_TIMEOUT = _server_limit("HTTP_REQUEST_TIMEOUT", 60)
+# Unsent websocket data a client may leave in the server before its stream is closed with 4000
+# (the client reconnects with ?after= and misses nothing).
+WS_BUFFER_BYTES = _server_limit("WS_BUFFER_BYTES", 4 * 1024 * 1024)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite keeps its own copy of each value bound to a prepared statement until that statement
+    # runs again, and Python's sqlite3 keeps up to 128 prepared statements per connection. The
+    # capture writer's multi-row INSERT has one SQL text per batch size, so after a burst of
+    # large bodies hundreds of MiB of copies would stay. No statement cache: each query is
+    # prepared again (a few microseconds), and nothing bound outlives its statement.
+    DATABASES["default"]["OPTIONS"]["cached_statements"] = 0
