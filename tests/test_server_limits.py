@@ -141,7 +141,10 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def test_a_websocket_client_that_does_not_read_is_closed_with_4000(limited):
-    server = limited(WS_BUFFER_BYTES=str(256 * 1024))
+    # Short HTTP timeouts too: an open websocket is not cut by them.
+    server = limited(
+        WS_BUFFER_BYTES=str(256 * 1024), HTTP_IDLE_TIMEOUT="1", HTTP_REQUEST_TIMEOUT="1"
+    )
     asyncio.run(_slow_and_fast_readers(server))
 
 
@@ -170,6 +173,7 @@ async def _slow_and_fast_readers(server: Server) -> None:
             stored = sorted(c["id"] for c in listed)
             assert len(stored) == count
             assert received == stored
+            await asyncio.sleep(2.5)  # longer than both HTTP timeouts
             # Still open: it gets the next capture too.
             assert (await http.post(f"/{token}", content=b"one more")).status_code == 200
             for _ in range(100):
