@@ -1,10 +1,12 @@
 """What a burst of big or slow clients costs the server in memory, and whether it comes back.
 
-    .venv/bin/python bench/memory.py [--settle SECONDS]
+    .venv/bin/python bench/memory.py [--settle SECONDS] [--phases uploads,list,streams]
+                                     [--database-url postgres://...]
 
-Starts the real server as `make run` starts it (SQLite, in-memory channel layer, a temporary
-DATA_DIR, default settings) and reads its RSS from /proc/<pid>/status at the start, every
-50 ms during each phase (the peak) and a few seconds after each phase (what stayed):
+Starts the real server as `make run` starts it (SQLite unless --database-url names an empty
+PostgreSQL database, in-memory channel layer, a temporary DATA_DIR, default settings) and
+reads its RSS from /proc/<pid>/status at the start, every 50 ms during each phase (the peak)
+and a few seconds after each phase (what stayed):
 
 1. uploads: 20 parallel POSTs of 8 MiB each to one bin.
 2. list:    GET /api/bins/<token>/captures?limit=500 over that bin (20 captures of 8 MiB; their
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from run import DAPHNE, HOST, ROOT, base_env, free_port, make_run_flags, migrate, rss_kib
@@ -152,9 +155,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settle", type=float, default=5.0, help="seconds before 'after'")
     parser.add_argument("--phases", default="uploads,list,streams", help="which, in this order")
+    parser.add_argument(
+        "--database-url", help="an empty PostgreSQL database on 127.0.0.1 (default: SQLite)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="inspector-memory-") as tmp:
         env = {**base_env(), "DATA_DIR": tmp}
+        if args.database_url:
+            if urlsplit(args.database_url).hostname != HOST:
+                parser.error(f"only {HOST} may be used")
+            env["DATABASE_URL"] = args.database_url
         migrate(env)
         port = free_port()
         log_path = Path(tmp) / "server.log"

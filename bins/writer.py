@@ -29,6 +29,8 @@ from .resend import forward_later
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+# Bodies (bytes) in one batch above which the PostgreSQL connection is not kept (see commit_batch).
+LARGE_BATCH = 8 * 1024 * 1024
 
 # One thread for the whole process, whatever event loop asks: it owns the writer's database
 # connection, so commits are serialised and the connection is reused.
@@ -108,6 +110,11 @@ def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
     except DatabaseError:
         # Housekeeping only: the captures are committed, so do not fail them.
         logger.exception("pruning bins %s failed", bin_ids)
+        _reset_connection()
+    if connection.vendor == "postgresql" and sum(c.body_size for c in captures) >= LARGE_BATCH:
+        # libpq keeps its send buffer at the size of the largest statement sent for as long as
+        # the connection lives: after a batch of large bodies that would be that many MiB held
+        # for good. A new connection for the next batch costs a few milliseconds.
         _reset_connection()
     return results
 
