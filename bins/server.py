@@ -12,9 +12,9 @@ imports the application, which is before Daphne builds its HTTP and websocket fa
   on instead of buffered without bound.
 - glibc gives freed memory back to the system after bursts of large bodies.
 
-Only public Twisted / Autobahn API is used (factory `protocol` classes, the documented
-`HTTPChannel` and `TimeoutMixin` methods, `ITransport.registerProducer`), plus the Daphne
-classes those factories build.
+No underscore-private Twisted or Autobahn API is used: factories' `protocol` classes, the
+documented `HTTPChannel` and `TimeoutMixin` methods, `IConsumer.registerProducer`, Autobahn's
+`sendMessage`/`sendClose` and close-handshake timeout, and the Daphne classes that use them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-import platform
-import sys
+import os
 from typing import Any
 
 from django.conf import settings
@@ -70,10 +69,10 @@ def disable_form_parsing() -> None:
 
 # --- HTTP timeouts -------------------------------------------------------------------------
 
+_TIMEOUT_BODY = b"request not received in time\n"
 REQUEST_TIMEOUT_ANSWER = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"Connection: close\r\nContent-Type: text/plain\r\nContent-Length: 33\r\n\r\n"
-    b"request not received in time\r\n\r\n"
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
 )
 
 
@@ -271,7 +270,11 @@ _tidy_pending = False
 def return_freed_memory() -> None:
     """Fix glibc's mmap and trim thresholds (a no-op where the C library is not glibc)."""
     global _libc
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    try:
+        is_glibc = os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # not glibc, or no confstr at all
+        is_glibc = False
+    if not is_glibc:
         return
     _libc = ctypes.CDLL(None)
     # Setting either threshold turns off glibc's dynamic adjustment of both.
