@@ -143,6 +143,10 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
         raise NotImplementedError
 
 
+# Twisted writes up to 128 KiB to a socket per turn of the loop.
+YIELD_EVERY_BYTES = 64 * 1024
+
+
 class JsonStreamConsumer(BinStreamConsumer):
     """One text frame per capture: {"type": "capture", "capture": {...API shape...}}."""
 
@@ -161,9 +165,18 @@ class JsonStreamConsumer(BinStreamConsumer):
         await self.fill(self.newest)
 
     async def send_captures(self, items: list[list[Any]]) -> None:
+        unflushed = 0
         for _, text in items:
             # Equal to json.dumps({"type": "capture", "capture": shape}), without re-encoding.
             await self.send('{"type": "capture", "capture": ' + text + "}")
+            # A send only queues the frame in the server; the socket is written between turns
+            # of the event loop. A catch-up or a batch of large captures would otherwise queue
+            # megabytes at once, and a client whose unsent frames pass WS_BUFFER_BYTES is
+            # closed with 4000 (bins/server.py), however fast it reads. So let the loop turn.
+            unflushed += len(text)
+            if unflushed >= YIELD_EVERY_BYTES:
+                unflushed = 0
+                await asyncio.sleep(0)
 
     async def send_deleted(self, ids: list[int] | None) -> None:
         await self.send(json.dumps({"type": "deleted", "ids": ids}))

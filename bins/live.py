@@ -59,6 +59,9 @@ class Publisher:
                 pending.setdefault(token, []).extend(items)
             for token, items in pending.items():
                 await send_captures(layer, token, items)
+            # A batch may hold many megabytes of JSON: do not keep the last one alive while
+            # waiting for the next (the memory would not come back until a capture arrives).
+            del pending, token, items
 
 
 # A push that has not gone through by then is given up (and logged): with Redis down, a send can

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 # are never held by the hundred.
 MAX_BATCH = 256
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+# Bodies (bytes) in one group above which the PostgreSQL connection is not kept (see
+# commit_batch).
+LARGE_BATCH = 8 * 1024 * 1024
 
 # One thread for the whole process, whatever event loop asks: it owns the writer's database
 # connection, so commits are serialised and the connection is reused.
@@ -88,6 +91,8 @@ class CaptureWriter:
                     future.set_result(result)
             if stored:
                 self._after_commit(stored)
+            # The batch holds its bodies: do not keep it alive while waiting for the next one.
+            del batch, captures, results, stored
 
     def _after_commit(self, stored: list[Pending]) -> None:
         """Announce, forward and prune: none of it can change what was answered."""
@@ -121,6 +126,17 @@ def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
     If the group fails (say a bin was deleted a moment ago by another process), each capture is
     tried again on its own, so one bad capture never costs the others theirs.
     """
+    try:
+        return store_or_split(captures)
+    finally:
+        if connection.vendor == "postgresql" and sum(len(c.body) for c in captures) >= LARGE_BATCH:
+            # libpq keeps its send buffer at the size of the largest statement sent for as
+            # long as the connection lives: after a group of large bodies that would be that
+            # many MiB held for good. A new connection for the next group costs a few ms.
+            _reset_connection()
+
+
+def store_or_split(captures: list[Pending]) -> list[Pending | Exception]:
     try:
         store_group(captures)
         return list(captures)

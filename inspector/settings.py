@@ -211,6 +211,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        # SQLite keeps its own copy of each value bound to a prepared statement until that
+        # statement runs again, and Python's sqlite3 keeps up to 128 prepared statements per
+        # connection. The capture writer's multi-row INSERT has one SQL text per group size,
+        # so after a burst of large bodies hundreds of MiB of copies would stay. No statement
+        # cache: each query is prepared again (a few microseconds), nothing bound outlives it.
+        "cached_statements": 0,
     }
     # Tests share the database with real server processes, so it has to be a file; one per
     # test run, so that two runs never share it.
@@ -329,6 +335,17 @@ if RESEND_PRIVATE_TARGETS not in {"allow", "deny"}:
     )
 RESEND_ALLOW_HOSTS = {h.lower() for h in env_list("RESEND_ALLOW_HOSTS")}
 RESEND_TIMEOUT = env_float("RESEND_TIMEOUT", 10, minimum=0.1)
+
+# What one slow or hostile client can hold in the server process (see bins/server.py).
+# Seconds a connection may send nothing while no request is being answered (before its first
+# request and between keep-alive requests).
+HTTP_IDLE_TIMEOUT = env_int("HTTP_IDLE_TIMEOUT", 60)
+# Seconds from the first byte of a request to its last (headers and body); answering is not
+# limited (a bin's reply may be delayed on purpose).
+HTTP_REQUEST_TIMEOUT = env_int("HTTP_REQUEST_TIMEOUT", 60)
+# Unsent websocket data a client may leave in the server before its stream is closed with 4000
+# (the client reconnects with ?after= and misses nothing).
+WS_BUFFER_BYTES = env_int("WS_BUFFER_BYTES", 4 * 1024 * 1024)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO"
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
