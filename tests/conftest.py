@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -12,6 +13,8 @@ from django.conf import settings
 
 from bins import live, writer
 from bins.models import Bin
+
+from .servers import Cluster
 
 IN_CI = os.environ.get("CI") == "true"
 # What a client on the instance's own machine sends: a host name the instance answers to.
@@ -106,3 +109,34 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """Close connections after each use in tests, so that the threads Channels and asgiref run
     database calls in hold none when the test database is dropped."""
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+def nginx_found() -> bool:
+    return bool(shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin"))
+
+
+@pytest.fixture(scope="module")
+def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
+    """Two Daphne processes behind nginx on the test database and Redis, started with
+    `scripts/cluster` (what `make cluster` runs) and stopped the way Ctrl-C stops it.
+
+    Only where the tests run on PostgreSQL + Redis (scripts/test-all's second pass). nginx
+    missing is a skip locally, a failure in CI.
+    """
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql") or not os.environ.get(
+        "REDIS_URL"
+    ):
+        pytest.skip("a cluster needs PostgreSQL and Redis: run in scripts/test-all's second pass")
+    if not nginx_found() and not IN_CI:
+        pytest.skip("nginx is not installed (apt-get install nginx); required in CI")
+    running = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def cluster_up(cluster: Cluster) -> Iterator[Cluster]:
+    """The module's cluster with every process running at the start of the test (and after)."""
+    cluster.start_all()
+    yield cluster
+    cluster.start_all()
