@@ -112,12 +112,28 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 def nginx_found() -> bool:
+    """As scripts/cluster looks for it."""
+    if os.environ.get("NGINX"):
+        return bool(shutil.which(os.environ["NGINX"]))
     return bool(shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin"))
 
 
 @pytest.fixture(scope="module")
-def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
-    """Two Daphne processes behind nginx on the test database and Redis, started with
+def cluster_env() -> dict[str, str]:
+    """Settings for the module's cluster processes (e.g. MAX_BODY_BYTES): override this
+    fixture in a test module to change them."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def cluster_size() -> int:
+    """How many processes the module's cluster runs: override in a test module for more."""
+    return 2
+
+
+@pytest.fixture(scope="module")
+def cluster(django_db_setup, tmp_path_factory, cluster_env, cluster_size) -> Iterator[Cluster]:
+    """Daphne processes behind nginx on the test database and Redis, started with
     `scripts/cluster` (what `make cluster` runs) and stopped the way Ctrl-C stops it.
 
     Only where the tests run on PostgreSQL + Redis (scripts/test-all's second pass). nginx
@@ -129,7 +145,7 @@ def cluster(django_db_setup, tmp_path_factory) -> Iterator[Cluster]:
         pytest.skip("a cluster needs PostgreSQL and Redis: run in scripts/test-all's second pass")
     if not nginx_found() and not IN_CI:
         pytest.skip("nginx is not installed (apt-get install nginx); required in CI")
-    running = Cluster(tmp_path_factory.mktemp("cluster"))
+    running = Cluster(tmp_path_factory.mktemp("cluster"), n=cluster_size, **cluster_env)
     yield running
     running.stop()
 
