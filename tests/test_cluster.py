@@ -79,6 +79,7 @@ def test_captures_through_nginx_reach_every_stream_of_every_process(cluster_up):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="known: each process pushes what it committed on its own, so a stream can send a "
     "capture before one committed earlier by another process (per-bin ids in commit order and "
     "ordered streams are being built). Remove this mark when they land.",
@@ -255,7 +256,7 @@ async def _kill_under_load(cluster: Cluster, total: int) -> tuple:
     answered_after_kill = 0
     bad_gateway = 0
     killed = asyncio.Event()
-    a_third_answered = asyncio.Event()
+    a_quarter_answered = asyncio.Event()
     todo: asyncio.Queue[int] = asyncio.Queue()
     for k in range(total):
         todo.put_nowait(k)
@@ -264,23 +265,22 @@ async def _kill_under_load(cluster: Cluster, total: int) -> tuple:
         nonlocal answered_after_kill, bad_gateway
         while not todo.empty():
             k = todo.get_nowait()
-            while True:
+            for _ in range(10):
                 r = await http.post(f"/{token}/load/{k}", content=b"x" * 512)
-                if r.status_code == 502:
-                    # nginx: the process died with this request in it. A provider retries.
-                    bad_gateway += 1
-                    continue
-                assert r.status_code == 200, (k, r.status_code, r.text)
-                answered.add(k)
-                answered_after_kill += killed.is_set()
-                if len(answered) >= total // 3:
-                    a_third_answered.set()
-                break
+                if r.status_code != 502:
+                    break
+                # nginx: the process died with this request in it. A provider retries.
+                bad_gateway += 1
+            assert r.status_code == 200, (k, r.status_code, r.text)
+            answered.add(k)
+            answered_after_kill += killed.is_set()
+            if len(answered) >= total // 4:
+                a_quarter_answered.set()
 
     async def killer() -> None:
-        await a_third_answered.wait()
+        await a_quarter_answered.wait()
+        killed.set()  # the SIGKILL goes out at once; kill() then waits for the script to see it
         await asyncio.to_thread(cluster.kill, 0)
-        killed.set()
 
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(base_url=cluster.base, timeout=30, limits=limits) as http:
