@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test lint format bench clean
+.PHONY: run cluster test lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	exec $(BIN)/daphne --bind $(HOST) --port $(PORT) --server-name '' --verbosity 0 inspector.asgi:application
+
+# N processes on PostgreSQL + Redis behind nginx, on this machine (scripts/cluster; N=2 by default).
+cluster: $(BIN)/.installed
+	exec $(BIN)/python scripts/cluster
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

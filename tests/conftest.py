@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -14,7 +15,7 @@ from bins import forwarding, live, writer
 from bins.models import Bin
 
 from .browser import open_browser
-from .servers import Server, start_server
+from .servers import Cluster, Server, start_server
 
 IN_CI = os.environ.get("CI") == "true"
 # What a client on the instance's own machine sends: a host name the instance answers to.
@@ -148,3 +149,50 @@ def page(servers, transactional_db):
     marks its loop as running in this thread, and Django's ORM refuses to run then)."""
     with open_browser() as page:
         yield page
+
+
+def nginx_found() -> bool:
+    """As scripts/cluster looks for it."""
+    if os.environ.get("NGINX"):
+        return bool(shutil.which(os.environ["NGINX"]))
+    return bool(shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin"))
+
+
+@pytest.fixture(scope="module")
+def cluster_env() -> dict[str, str]:
+    """Settings for the module's cluster processes (e.g. MAX_BODY_BYTES): override this
+    fixture in a test module to change them."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def cluster_size() -> int:
+    """How many processes the module's cluster runs: override in a test module for more."""
+    return 2
+
+
+@pytest.fixture(scope="module")
+def cluster(django_db_setup, tmp_path_factory, cluster_env, cluster_size) -> Iterator[Cluster]:
+    """Daphne processes behind nginx on the test database and Redis, started with
+    `scripts/cluster` (what `make cluster` runs) and stopped the way Ctrl-C stops it.
+
+    Only where the tests run on PostgreSQL + Redis (scripts/test-all's second pass). nginx
+    missing is a skip locally, a failure in CI.
+    """
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql") or not os.environ.get(
+        "REDIS_URL"
+    ):
+        pytest.skip("a cluster needs PostgreSQL and Redis: run in scripts/test-all's second pass")
+    if not nginx_found() and not IN_CI:
+        pytest.skip("nginx is not installed (apt-get install nginx); required in CI")
+    running = Cluster(tmp_path_factory.mktemp("cluster"), n=cluster_size, **cluster_env)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def cluster_up(cluster: Cluster) -> Iterator[Cluster]:
+    """The module's cluster with every process running at the start of the test (and after)."""
+    cluster.start_all()
+    yield cluster
+    cluster.start_all()
