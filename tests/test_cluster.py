@@ -59,7 +59,9 @@ def stream_run(cluster: Cluster, clients: int, each: int) -> StreamRun:
     JSON and the page stream of nginx and of each process are read live meanwhile."""
     bases = [cluster.base, *(p.base for p in cluster.processes)]
     token, sent, json_seen, pages_seen = asyncio.run(_every_stream(cluster, bases, clients, each))
-    stored = list(Capture.objects.filter(bin__token=token).order_by("id").values_list("id", "path"))
+    stored = list(
+        Capture.objects.filter(bin__token=token).order_by("seq").values_list("seq", "path")
+    )
     assert sorted(path for _, path in stored) == sorted(sent)
     # nginx spread the captures over both processes, so each stream carried captures that
     # another process stored.
@@ -150,7 +152,7 @@ def test_the_api_through_nginx_lists_what_every_process_stored(cluster_up):
         assert httpx.put(f"{cluster_up.base}/{token}/nginx/{k}", content=b"n").status_code == 200
 
     expected = list(
-        Capture.objects.filter(bin__token=token).order_by("-id").values_list("id", "path")
+        Capture.objects.filter(bin__token=token).order_by("-seq").values_list("seq", "path")
     )
     assert len(expected) == 3 * len(processes) + 4
     # Through nginx until each process has answered at least once (nginx takes turns, and
