@@ -7,6 +7,7 @@ check here: a cookie grants nothing.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -20,8 +21,8 @@ from django.views.decorators.csrf import csrf_exempt
 from . import bincache, live, ratelimit
 from .hosts import request_bases
 from .listing import shapes, with_inline_bodies
-from .models import Bin, Capture
-from .outgoing import BadTarget
+from .models import Bin, Capture, Delivery
+from .outgoing import KEEP_RESPONSE_BYTES, BadTarget, check_url
 from .ratelimit import RateLimited
 from .resend import resend_capture
 from .validation import TOKEN, Invalid, bin_changes, header_problem
@@ -265,10 +266,75 @@ def resend_edits(data: dict[str, Any]) -> dict[str, Any]:
     return edits
 
 
-@api_view(["GET"])
+@api_view(["GET", "POST"])
 def deliveries(request: HttpRequest, bin_: Bin, capture_id: int) -> HttpResponse:
+    """GET: the capture's deliveries, newest first. POST: record a replay made elsewhere (the
+    forwarder command on a laptop), so the history shows it too."""
     capture = get_capture(bin_, capture_id)
     if capture is None:
         return error(404, "No capture with this id in this bin.")
+    if request.method == "POST":
+        delivery = reported_delivery(capture, json_body(request))
+        delivery.save()
+        return JsonResponse(delivery.as_json(capture.seq), status=201)
     rows = capture.deliveries.order_by("-id")[:MAX_LIMIT]
     return JsonResponse({"deliveries": [d.as_json(capture.seq) for d in rows]})
+
+
+REPORT_FIELDS = {
+    "target_url",
+    "method",
+    "status",
+    "headers",
+    "body_base64",
+    "body_size",
+    "duration_ms",
+    "error",
+}
+
+
+def reported_delivery(capture: Capture, data: dict[str, Any]) -> Delivery:
+    """A delivery reported by the forwarder command, checked like any other input."""
+    unknown = set(data) - REPORT_FIELDS
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
+    try:
+        url = check_url(data.get("target_url"))
+    except BadTarget as exc:
+        raise Invalid(str(exc)) from exc
+    method = data.get("method", capture.method)
+    if not isinstance(method, str) or not TOKEN.fullmatch(method):
+        raise Invalid("method must be an HTTP method token, e.g. POST")
+    status = data.get("status")
+    if status is not None and (type(status) is not int or not 100 <= status <= 599):
+        raise Invalid("status must be null or an integer from 100 to 599")
+    headers = data.get("headers", [])
+    if not isinstance(headers, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in headers
+    ):
+        raise Invalid("headers must be a list of [name, value] string pairs")
+    try:
+        body = base64.b64decode(data.get("body_base64") or "", validate=True)
+    except (ValueError, TypeError) as exc:
+        raise Invalid("body_base64 is not valid base64") from exc
+    size = data.get("body_size", len(body))
+    duration = data.get("duration_ms", 0)
+    if type(size) is not int or size < 0:
+        raise Invalid("body_size must be a whole number")
+    if type(duration) not in (int, float) or not 0 <= duration < 10**9:
+        raise Invalid("duration_ms must be a number of milliseconds")
+    problem = data.get("error")
+    if problem is not None and (not isinstance(problem, str) or len(problem) > 2000):
+        raise Invalid("error must be null or a string (at most 2000 characters)")
+    return Delivery(
+        capture=capture,
+        kind=Delivery.FORWARDER,
+        target_url=url,
+        method=method,
+        duration_ms=float(duration),
+        status=status,
+        response_headers_json=json.dumps(headers[:500]),
+        response_body=body[:KEEP_RESPONSE_BYTES],
+        response_size=max(size, len(body)),
+        error=(problem or "").replace("\x00", ""),
+    )

@@ -118,20 +118,22 @@ async def send(
     *,
     addresses: list[str] | None = None,
     timeout_s: float = TIMEOUT,
+    verify: ssl.SSLContext | bool = True,
 ) -> Answer:
     """Send and record the answer; never raises for a failed delivery.
 
     With `addresses`, the connection goes to those IPs (already checked by the caller's
     policy), tried in order, while Host and TLS SNI keep the URL's name: a DNS answer that
     changes in between (rebinding) cannot move the request elsewhere. Redirects are not
-    followed: a 3xx is the target's answer.
+    followed: a 3xx is the target's answer. `verify` is how the target's TLS certificate is
+    checked (the forwarder command's --insecure and --ca-file; the server always checks).
     """
     started = time.perf_counter()
     host = urlsplit(outgoing.url).hostname or ""
     # trust_env=False: HTTP(S)_PROXY, ALL_PROXY, NO_PROXY, SSL_CERT_FILE or .netrc in the
     # server's environment must never reroute a send, or change what it trusts.
     async with httpx.AsyncClient(
-        timeout=timeout_s, follow_redirects=False, trust_env=False
+        timeout=timeout_s, follow_redirects=False, trust_env=False, verify=verify
     ) as client:
         for i, address in enumerate(addresses or [None]):
             try:

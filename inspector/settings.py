@@ -311,6 +311,9 @@ if INLINE_BODY_BYTES > 256 * 1024:
 # with backoff (1 s, 5 s, 30 s, 2 min, 10 min, then hourly); 0 tries forever.
 FORWARD_MAX_ATTEMPTS = env_int("FORWARD_MAX_ATTEMPTS", 5)
 BIN_EXPIRE_DAYS = env_int("BIN_EXPIRE_DAYS", 30)
+# How often expired bins are looked for (by one process of a cluster at a time); 0 = never
+# (then `manage.py prune` from cron does it).
+EXPIRY_SWEEP_SECONDS = env_int("EXPIRY_SWEEP_SECONDS", 600)
 # Requests per second per bin; 0 is off, so a load test runs at full speed. Shared by every
 # process through Redis when REDIS_URL is set.
 BIN_RATE_LIMIT = env_float("BIN_RATE_LIMIT", 0)

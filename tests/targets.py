@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,13 +26,15 @@ class Target:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        scheme = "https" if isinstance(self.server.socket, ssl.SSLSocket) else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_port}"
 
     def header(self, name: str) -> str:
         return next(v for n, v in self.received[-1].headers if n.lower() == name)
 
 
-def start_target() -> Target:
+def start_target(tls: ssl.SSLContext | None = None) -> Target:
+    """A target on 127.0.0.1; with `tls`, it speaks HTTPS with that context's certificate."""
     target: Target
 
     class Handler(BaseHTTPRequestHandler):
@@ -63,6 +66,8 @@ def start_target() -> Target:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     target = Target(server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return target

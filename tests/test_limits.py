@@ -1,17 +1,23 @@
 """Limits with clear answers: rate limit, pruning, expiry, the prune command."""
 
 import json
+import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
+from bins import background
 from bins.models import Bin, Capture, Delivery
 from bins.ratelimit import Bucket
 
+from . import servers
 from .conftest import asgi_http
+from .servers import start_server
 
 
 def test_rate_limiter_allows_the_rate_then_says_when():
@@ -93,3 +99,36 @@ async def test_a_capture_marks_the_bin_used(transactional_db):
     await asgi_http(f"/{bin_.token}", body=b"x")
     await database_sync_to_async(bin_.refresh_from_db)()
     assert timezone.now() - bin_.last_used_at < timedelta(minutes=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_instance_sweeps_expired_bins(tmp_path):
+    expired = Bin.objects.create()
+    Bin.objects.filter(pk=expired.pk).update(last_used_at=timezone.now() - timedelta(days=40))
+    kept = Bin.objects.create()
+    server = start_server(tmp_path, EXPIRY_SWEEP_SECONDS="1")
+    try:
+        deadline = time.monotonic() + 15
+        while Bin.objects.filter(pk=expired.pk).exists():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        assert Bin.objects.filter(pk=kept.pk).exists()
+    finally:
+        server.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_process_of_a_cluster_sweeps_at_a_time(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("the cluster lock is PostgreSQL's (SQLite serves one process)")
+    expired = Bin.objects.create()
+    Bin.objects.filter(pk=expired.pk).update(last_used_at=timezone.now() - timedelta(days=40))
+    other = psycopg.connect(servers.database_url(), autocommit=True)
+    try:
+        other.execute("SELECT pg_advisory_lock(%s)", [background.SWEEP_LOCK])
+        assert background.sweep_once() == 0  # another process holds the sweep
+        assert Bin.objects.filter(pk=expired.pk).exists()
+        other.execute("SELECT pg_advisory_unlock(%s)", [background.SWEEP_LOCK])
+        assert background.sweep_once() == 1
+    finally:
+        other.close()
