@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import bincache, capture, hop, hosts, providers, ratelimit, writer
+from . import bincache, capture, hop, hosts, metrics, providers, ratelimit, writer
 from .replies import Reply
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class CaptureRouter:
         if settings.CAPTURE_URL:
             refused = misdirected(scope, is_capture)
             if refused is not None:
-                await send_reply(send, refused)
+                await send_reply(send, refuse("misdirected", refused) if is_capture else refused)
                 return
         if is_capture:
             await capture_app(scope, receive, send)
@@ -69,25 +69,25 @@ async def capture_app(scope: Scope, receive: Any, send: Any) -> None:
 async def handle(scope: Scope, receive: Any) -> Reply:
     target = capture.parse_target(raw_path(scope))
     if target is None:
-        return capture.NOT_FOUND
+        return refuse("not_found", capture.NOT_FOUND)
     try:
         info = await bincache.lookup(target.token)
     except Exception:
         logger.exception("looking up bin %s failed", target.token)
-        return capture.STORE_FAILED
+        return refuse("store_failed", capture.STORE_FAILED)
     if info is None:
-        return capture.NOT_FOUND
+        return refuse("not_found", capture.NOT_FOUND)
     if settings.BIN_RATE_LIMIT > 0:
         wait = await ratelimit.retry_after("capture", info.token)
         if wait:
-            return capture.rate_limited(wait)
+            return refuse("rate_limited", capture.rate_limited(wait))
     limit = settings.MAX_BODY_BYTES
     try:
         body = await read_body(receive, limit, content_length(scope))
     except ClientGone:
-        return capture.INCOMPLETE
+        return refuse("incomplete", capture.INCOMPLETE)
     if body is None:
-        return capture.too_large(limit)
+        return refuse("too_large", capture.too_large(limit))
     client = scope.get("client")
     record = capture.build_capture(
         info,
@@ -104,7 +104,7 @@ async def handle(scope: Scope, receive: Any) -> Reply:
         await writer.store(record)
     except Exception:
         logger.exception("capture for bin %s not stored", target.token)
-        return capture.STORE_FAILED
+        return refuse("store_failed", capture.STORE_FAILED)
     reply = record.reply
     if reply.delay_ms:
         await asyncio.sleep(reply.delay_ms / 1000)
@@ -135,6 +135,12 @@ async def check_signature(info: Any, record: capture.Pending, scope: Scope) -> d
     else:
         verdict = await asyncio.get_running_loop().run_in_executor(None, check)
     return {"scheme": config["scheme"], "valid": verdict.valid, "reason": verdict.reason}
+
+
+def refuse(reason: str, reply: Reply) -> Reply:
+    """Count a request to a capture URL that stored nothing (see /metrics)."""
+    metrics.CAPTURES_REFUSED.labels(reason).inc()
+    return reply
 
 
 class ClientGone(Exception):

@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
-from . import live
+from . import live, metrics
 from .capture import parse_token
 from .hosts import scope_bases
 from .listing import captures_after, list_rows
@@ -58,6 +58,8 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
         # "before".
         self.newest = await database_sync_to_async(self.read_newest)()
         await self.accept()
+        metrics.STREAMS.labels(self.kind).inc()
+        self.counted = True
         async with self.lock:
             await self.catch_up()
         live.watcher().add(self.bin.token, self)
@@ -78,6 +80,9 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
             await super().dispatch(message)
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            metrics.STREAMS.labels(self.kind).dec()
+            self.counted = False
         if self.group:
             live.watcher().discard(self.bin.token, self)
             await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -107,6 +112,7 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
     async def fill(self, upto: int) -> bool:
         """Send the stored captures numbered after last_sent up to `upto`; False if the stream
         was closed instead."""
+        metrics.STREAM_FILLS.inc()
         try:
             async for items in captures_after(self.bin_id, self.last_sent, upto):
                 await self.send_captures(items)
@@ -122,6 +128,7 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
         """Close with 4000: this client may have missed captures; it reconnects with after=."""
         if not self.closing:
             self.closing = True
+            metrics.STREAMS_BEHIND.inc()
             logger.info("closing a stream of bin %s with 4000: %s", self.bin.token, why)
             asyncio.get_running_loop().create_task(self.close(code=BEHIND))
 
@@ -149,6 +156,8 @@ YIELD_EVERY_BYTES = 64 * 1024
 
 class JsonStreamConsumer(BinStreamConsumer):
     """One text frame per capture: {"type": "capture", "capture": {...API shape...}}."""
+
+    kind = "json"
 
     async def catch_up(self) -> None:
         after = self.query_param("after")
@@ -184,6 +193,8 @@ class JsonStreamConsumer(BinStreamConsumer):
 
 class PageStreamConsumer(BinStreamConsumer):
     """HTML fragments that htmx's ws extension swaps into the inspector page (out of band)."""
+
+    kind = "page"
 
     async def catch_up(self) -> None:
         pieces, newest = await database_sync_to_async(self._list_pieces)()

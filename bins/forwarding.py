@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import metrics
 from .models import Capture, Delivery, Forward
 from .resend import deliver
 
@@ -74,14 +75,16 @@ def claim(limit: int) -> list[tuple[int, int, str, int, int]]:
     return [(f, c, url, n, sizes.get(c, 0)) for f, c, url, n in claimed]
 
 
-def settle(forward_id: int, attempts: int, retry: bool) -> None:
-    """Done with an attempt: delete the forward, or make it due again after the backoff."""
+def settle(forward_id: int, attempts: int, retry: bool) -> bool:
+    """Done with an attempt: delete the forward, or make it due again after the backoff
+    (True)."""
     limit = settings.FORWARD_MAX_ATTEMPTS
     if retry and (limit == 0 or attempts < limit):
         due = timezone.now() + timedelta(seconds=retry_after(attempts))
         Forward.objects.filter(pk=forward_id).update(due_at=due, claimed_until=None)
-    else:
-        Forward.objects.filter(pk=forward_id).delete()
+        return True
+    Forward.objects.filter(pk=forward_id).delete()
+    return False
 
 
 def load(capture_pk: int) -> Capture | None:
@@ -137,7 +140,9 @@ class Forwarder:
                 return
             delivery = await deliver(capture, url, kind=Delivery.FORWARD, attempt=attempt)
             retry = should_retry(delivery)
-            await database_sync_to_async(settle)(forward_id, attempt, retry)
+            again = await database_sync_to_async(settle)(forward_id, attempt, retry)
+            outcome = "delivered" if not retry else "retry" if again else "gave_up"
+            metrics.FORWARDS.labels(outcome).inc()
             if retry:
                 logger.warning(
                     "auto-forward of capture %s to %s, attempt %d: %s",

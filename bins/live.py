@@ -26,6 +26,7 @@ import orjson
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from . import metrics
 from .capture import Pending
 from .models import Bin
 
@@ -78,7 +79,9 @@ async def send_captures(layer: Any, token: uuid.UUID, items: list[Item]) -> None
     message = {"type": "captures.new", "captures": items}
     try:
         await asyncio.wait_for(layer.group_send(group_name(token), message), SEND_TIMEOUT)
+        metrics.PUSHES.inc()
     except Exception:
+        metrics.PUSHES_FAILED.inc()
         logger.exception(
             "live push failed for bin %s (captures %s..%s are stored; streams of this process "
             "are closed with 4000, the others catch up from the database)",

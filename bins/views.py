@@ -199,3 +199,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def robots(request: HttpRequest) -> HttpResponse:
     """Bins are private to whoever holds their token: nothing here is for search engines."""
     return HttpResponse("User-agent: *\nDisallow: /\n", content_type="text/plain")
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """This process's metrics in Prometheus' text format (see `bins.metrics`)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from . import metrics  # noqa: F401 (registers the metrics)
+
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

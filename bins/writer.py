@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from . import hop, live
+from . import hop, live, metrics
 from .capture import Pending
 from .models import Capture, Forward, take_numbers
 
@@ -74,11 +74,14 @@ class CaptureWriter:
         while True:
             batch = self._next_batch(await self.queue.get())
             captures = [capture for capture, _ in batch]
+            metrics.GROUP_SIZE.observe(len(captures))
+            started = time.perf_counter()
             try:
                 results = await self.loop.run_in_executor(_executor, commit_batch, captures)
             except Exception as exc:  # the thread itself failed: refuse the whole batch
                 logger.exception("capture writer failed")
                 results = [exc] * len(batch)
+            metrics.GROUP_SECONDS.observe(time.perf_counter() - started)
             stored: list[Pending] = []
             for (_, future), result in zip(batch, results, strict=True):
                 if not isinstance(result, BaseException):
@@ -90,6 +93,7 @@ class CaptureWriter:
                 else:
                     future.set_result(result)
             if stored:
+                metrics.CAPTURES_STORED.inc(len(stored))
                 self._after_commit(stored)
             # The batch holds its bodies: do not keep it alive while waiting for the next one.
             del batch, captures, results, stored

@@ -213,3 +213,34 @@ def test_a_forward_survives_a_restart(servers):
         assert statuses == [(503, 1), (200, 2)]
     finally:
         target.server.shutdown()
+
+
+def test_metrics_count_captures_refusals_streams_and_the_forward_backlog(servers):
+    server = servers(MAX_BODY_BYTES="100")
+    token = httpx.post(f"{server.base}/api/bins").json()["token"]
+    for _ in range(3):
+        assert httpx.post(f"{server.base}/{token}", content=b"x").status_code == 200
+    assert httpx.post(f"{server.base}/{token}", content=b"x" * 101).status_code == 413
+    unknown = "3f2b8c1e-9d4a-4c6b-8e2f-1a2b3c4d5e6f"
+    assert httpx.post(f"{server.base}/{unknown}").status_code == 404
+
+    async def scrape_with_a_stream_open() -> str:
+        url = f"{ws(server.base)}/ws/bins/{token}/json/"
+        async with websockets.connect(url), httpx.AsyncClient() as http:
+            await asyncio.sleep(0.2)
+            return (await http.get(f"{server.base}/metrics")).text
+
+    text = asyncio.run(scrape_with_a_stream_open())
+
+    def value(name: str) -> float:
+        match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+        assert match, (name, text)
+        return float(match.group(1))
+
+    assert value("inspector_captures_stored_total") == 3
+    assert value('inspector_captures_refused_total{reason="too_large"}') == 1
+    assert value('inspector_captures_refused_total{reason="not_found"}') == 1
+    assert value('inspector_open_streams{kind="json"}') == 1
+    assert value("inspector_commit_group_captures_count") == 3
+    assert value("inspector_live_pushes_total") == 3
+    assert value("inspector_forward_backlog") == 0
