@@ -18,7 +18,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import bincache, live, ratelimit
+from . import bincache, live, ratelimit, verdicts
 from .hosts import request_bases
 from .listing import shapes, with_inline_bodies
 from .models import Bin, Capture, Delivery
@@ -98,7 +98,7 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 @api_view(["POST"])
 def bins(request: HttpRequest) -> HttpResponse:
-    changes = bin_changes({}, json_body(request))
+    changes = bin_changes(None, json_body(request))
     check_create_rate(request)
     bin_ = Bin.objects.create(**changes)
     return JsonResponse(bin_.settings_json(request_bases(request)), status=201)
@@ -107,11 +107,14 @@ def bins(request: HttpRequest) -> HttpResponse:
 @api_view(["GET", "PATCH", "DELETE"])
 def bin_detail(request: HttpRequest, bin_: Bin) -> HttpResponse:
     if request.method == "PATCH":
-        changes = bin_changes(bin_.response, json_body(request), str(bin_.token))
+        changes = bin_changes(bin_, json_body(request), str(bin_.token))
+        recheck = "signature" in changes and changes["signature"] != bin_.signature
         for field, value in changes.items():
             setattr(bin_, field, value)
         bin_.save(update_fields=list(changes))
         bincache.forget(bin_.token)
+        if recheck:
+            verdicts.recheck_later(bin_, request_bases(request).capture)
     elif request.method == "DELETE":
         bincache.forget(bin_.token)
         bin_.delete()
@@ -140,6 +143,9 @@ def captures(request: HttpRequest, bin_: Bin) -> HttpResponse:
         rows = rows.filter(seq__lt=int_param(params, "before", 0))
     if "after" in params:
         rows = rows.filter(seq__gt=int_param(params, "after", 0))
+    for name in ("method", "path", "provider", "event_type", "event_id"):
+        if "\x00" in params.get(name, ""):
+            raise Invalid(f"{name} must not contain NUL")
     for name in ("method", "provider", "event_type", "event_id"):
         if params.get(name):
             rows = rows.filter(**{name: params[name]})
@@ -199,7 +205,7 @@ def raw_body_response(capture: Capture) -> HttpResponse:
     return response
 
 
-RESEND_FIELDS = {"target_url", "method", "headers", "body", "body_base64"}
+RESEND_FIELDS = {"target_url", "method", "headers", "body", "body_base64", "resign"}
 
 
 async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpResponse:
@@ -236,6 +242,10 @@ def resend_edits(data: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise Invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
     edits: dict[str, Any] = {}
+    if "resign" in data:
+        if type(data["resign"]) is not bool:
+            raise Invalid("resign must be true or false")
+        edits["resign"] = data["resign"]
     if "method" in data:
         method = data["method"]
         if not isinstance(method, str) or not TOKEN.fullmatch(method):

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import bincache, capture, hop, hosts, metrics, providers, ratelimit, writer
+from . import bincache, capture, hop, hosts, metrics, ratelimit, verdicts, writer
 from .replies import Reply
 
 logger = logging.getLogger(__name__)
@@ -117,24 +117,13 @@ VERIFY_INLINE_BYTES = 64 * 1024
 
 
 async def check_signature(info: Any, record: capture.Pending, scope: Scope) -> dict[str, Any]:
-    """The verdict on a capture's signature by the bin's scheme, as the contract shapes it."""
-    config = info.signature
-    query = record.query_string
-    url = f"{hosts.scope_bases(scope).capture}/{info.token}{record.path}"
-    url += f"?{query}" if query else ""
-    check = functools.partial(
-        providers.verify,
-        config,
-        record.headers,
-        bytes(record.body),
-        url,
-        record.received_at.timestamp(),
-    )
+    """The verdict on a capture's signature by the bin's scheme."""
+    base = hosts.scope_bases(scope).capture
+    url = verdicts.called_url(base, info.token, record.path, record.query_string)
+    check = functools.partial(verdicts.verdict, info.signature, record, url)
     if len(record.body) <= VERIFY_INLINE_BYTES:
-        verdict = check()
-    else:
-        verdict = await asyncio.get_running_loop().run_in_executor(None, check)
-    return {"scheme": config["scheme"], "valid": verdict.valid, "reason": verdict.reason}
+        return check()
+    return await asyncio.get_running_loop().run_in_executor(None, check)
 
 
 def refuse(reason: str, reply: Reply) -> Reply:
@@ -157,7 +146,12 @@ def content_length(scope: Scope) -> int | None:
     return None
 
 
-async def read_body(receive: Any, limit: int, expected: int | None = None) -> bytearray | None:
+SMALL_BODY = 64 * 1024
+
+
+async def read_body(
+    receive: Any, limit: int, expected: int | None = None
+) -> bytes | bytearray | None:
     """The whole request body, or None as soon as it exceeds `limit` bytes (0: no limit).
 
     Read into one buffer, sized up front when the length is known and within the limit, each
@@ -181,7 +175,9 @@ async def read_body(receive: Any, limit: int, expected: int | None = None) -> by
         size += len(chunk)
         if not message.get("more_body", False):
             del body[size:]
-            return body
+            # A small body as bytes (what the rest reads fastest); a large one stays as it is,
+            # never copied.
+            return bytes(body) if size <= SMALL_BODY else body
 
 
 # A bin's reply is whatever its owner configured, HTML and script included, served on this

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from django.conf import settings
 
 from . import providers
 from .models import capture_json, display_text, wire_to_text
@@ -112,9 +111,10 @@ class Pending:
     event_id: str = ""
     signature: dict[str, Any] | None = None
     # Set by the writer:
-    pk: int | None = None
     seq: int = 0
     duplicate_of: int | None = None
+    event_delivery: int = 0
+    event_after_ms: int | None = None
     answer: dict[str, Any] | None = None
     answer_json: str | None = None
     reply: Reply | None = None
@@ -127,10 +127,9 @@ class Pending:
     def body_size(self) -> int:
         return len(self.body)
 
-    def live_json(self) -> dict[str, Any]:
-        """Its JSON shape as lists and streams carry it (a large body left out)."""
-        inline = len(self.body) <= settings.INLINE_BODY_BYTES
-        return capture_json(self, bytes(self.body) if inline else None)
+    def live_json(self, inline_limit: int) -> dict[str, Any]:
+        """Its JSON shape as lists and streams carry it (a body over `inline_limit` left out)."""
+        return capture_json(self, self.body if len(self.body) <= inline_limit else None)
 
 
 def dump_headers(pairs: list[list[str]]) -> str:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
+from django.utils.html import escape
 
 from . import live, metrics
 from .capture import parse_token
@@ -76,6 +77,8 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
             await self.captures_new(message)
         elif message["type"] == "captures.deleted":
             await self.captures_deleted(message)
+        elif message["type"] == "captures.changed":
+            await self.captures_changed(message)
         else:
             await super().dispatch(message)
 
@@ -90,18 +93,24 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
     async def captures_new(self, event: dict[str, Any]) -> None:
         self.last_push = time.monotonic()
         async with self.lock:
-            fresh = [item for item in event["captures"] if item[0] > self.last_sent]
-            if not fresh or self.closing:
-                return
-            if fresh[0][0] > self.last_sent + 1:
-                # Numbers were skipped: a push was lost, or another process's push is late.
-                # They are committed (a larger number is), so read them first.
-                if not await self.fill(fresh[0][0] - 1):
-                    return
-                fresh = [item for item in fresh if item[0] > self.last_sent]
-            if fresh:
-                await self.send_captures(fresh)
-                self.last_sent = fresh[-1][0]
+            run: list[list[Any]] = []  # consecutive numbers, sent together
+            for item in event["captures"]:
+                if item[0] <= self.last_sent or self.closing:
+                    continue
+                if item[0] > self.last_sent + 1:
+                    # Numbers were skipped: a push was lost, or another process's push is
+                    # late (a push may hold several groups of this process, with another
+                    # process's captures between them). They are committed (a larger number
+                    # is), so read them first.
+                    if run:
+                        await self.send_captures(run)
+                        run = []
+                    if not await self.fill(item[0] - 1):
+                        return
+                run.append(item)
+                self.last_sent = item[0]
+            if run:
+                await self.send_captures(run)
 
     async def heal(self, newest: int) -> None:
         """The watcher saw the bin's newest number ahead of what this client has."""
@@ -136,6 +145,10 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
         async with self.lock:
             await self.send_deleted(event["ids"])
 
+    async def captures_changed(self, event: dict[str, Any]) -> None:
+        async with self.lock:
+            await self.send_changed(event["why"])
+
     def query_param(self, name: str) -> str | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
         return values[0] if values else None
@@ -147,6 +160,9 @@ class BinStreamConsumer(AsyncWebsocketConsumer):
         raise NotImplementedError
 
     async def send_deleted(self, ids: list[int] | None) -> None:
+        raise NotImplementedError
+
+    async def send_changed(self, why: str) -> None:
         raise NotImplementedError
 
 
@@ -189,6 +205,10 @@ class JsonStreamConsumer(BinStreamConsumer):
 
     async def send_deleted(self, ids: list[int] | None) -> None:
         await self.send(json.dumps({"type": "deleted", "ids": ids}))
+
+    async def send_changed(self, why: str) -> None:
+        # Which captures changed is not said: fetch again what you keep.
+        await self.send(json.dumps({"type": "changed", "why": why}))
 
 
 class PageStreamConsumer(BinStreamConsumer):
@@ -239,3 +259,10 @@ class PageStreamConsumer(BinStreamConsumer):
     async def send_deleted(self, ids: list[int] | None) -> None:
         # Simplest correct answer to deletions: send the list again.
         await self.catch_up()
+
+    async def send_changed(self, why: str) -> None:
+        # The list again, and a marker that makes the page fetch its open capture again.
+        await self.catch_up()
+        await self.send(
+            f'<div id="changed" hx-swap-oob="true" data-why="{escape(why)}" hidden></div>'
+        )

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import orjson
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from . import metrics
 from .capture import Pending
@@ -120,8 +121,9 @@ def publish_captures(captures: list[Pending]) -> None:
     """Queue committed captures for their bins' live streams (called from the event loop)."""
     publisher = get_publisher()
     by_bin: dict[uuid.UUID, list[Item]] = {}
+    limit = settings.INLINE_BODY_BYTES
     for capture in captures:
-        by_bin.setdefault(capture.bin.token, []).append(live_item(capture.live_json()))
+        by_bin.setdefault(capture.bin.token, []).append(live_item(capture.live_json(limit)))
     for token, items in by_bin.items():
         items.sort(key=lambda item: item[0])
         publisher.queue.put_nowait((token, items))
@@ -136,6 +138,18 @@ def announce_deleted(token: uuid.UUID, ids: list[int] | None) -> None:
         async_to_sync(group_send_within)(group_name(token), message)
     except Exception:
         logger.exception("live push of a deletion in bin %s failed", token)
+
+
+def announce_changed(token: uuid.UUID, why: str) -> None:
+    """Tell live clients that stored captures changed (their signatures were checked again):
+    the page lists them again. Called from threads, not the event loop."""
+    from asgiref.sync import async_to_sync
+
+    message = {"type": "captures.changed", "why": why}
+    try:
+        async_to_sync(group_send_within)(group_name(token), message)
+    except Exception:
+        logger.exception("live push of a change in bin %s failed", token)
 
 
 async def stop() -> None:

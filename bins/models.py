@@ -111,6 +111,8 @@ def capture_json(c: Any, body: bytes | None) -> dict[str, Any]:
         "signature": c.signature,
         "event_id": c.event_id or None,
         "duplicate_of": c.duplicate_of,
+        "event_delivery": c.event_delivery or None,
+        "event_after_s": None if c.event_after_ms is None else c.event_after_ms / 1000,
         "answer": c.answer,
     }
 
@@ -216,23 +218,26 @@ class Bin(models.Model):
         return len(expired)
 
 
-def take_numbers(cursor: Any, bin_id: int, count: int, touch: datetime | None = None) -> int | None:
+def take_numbers(
+    cursor: Any, bin_id: int, count: int, touch: datetime | None = None, mark: str = "%s"
+) -> int | None:
     """Take the next `count` capture numbers of a bin, in a transaction (and mark it used at
     `touch`, if given); the first of them, or None if the bin is gone. The bin's row stays
     locked until the transaction ends: captures of one bin commit in number order, whatever
-    process stores them."""
+    process stores them. `mark` is the cursor's parameter mark (a plain sqlite3 cursor's is
+    "?")."""
     table = Bin._meta.db_table
     if touch is None:
         # No indexed column changes: PostgreSQL updates the row in place (HOT), cheaply.
         cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",
+            f"UPDATE {table} SET last_seq = last_seq + {mark} WHERE id = {mark} RETURNING last_seq",
             [count, bin_id],
         )
     else:
-        used = Bin._meta.get_field("last_used_at").get_db_prep_value(touch, connection)
+        used = connection.ops.adapt_datetimefield_value(touch)
         cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + %s, last_used_at = %s "
-            "WHERE id = %s RETURNING last_seq",
+            f"UPDATE {table} SET last_seq = last_seq + {mark}, last_used_at = {mark} "
+            f"WHERE id = {mark} RETURNING last_seq",
             [count, used, bin_id],
         )
     row = cursor.fetchone()
@@ -262,6 +267,10 @@ class Capture(models.Model):
     event_id = models.TextField(blank=True, default="")
     # The number of the bin's first capture with the same event_id (a retry), else null.
     duplicate_of = models.BigIntegerField(null=True, default=None)
+    # Which delivery of its event this is (1 for the first; 0 without an event id), and how
+    # long after the first it arrived: a provider's retry schedule, read off the captures.
+    event_delivery = models.PositiveIntegerField(default=0)
+    event_after_ms = models.BigIntegerField(null=True, default=None)
     # `{"scheme", "valid", "reason"}` when the bin checks signatures, else null.
     signature = models.JSONField(null=True, default=None)
     # `{"status", "rule"}`: what it was answered, and by which rule or step.

@@ -23,10 +23,12 @@ import ctypes
 import gc
 import logging
 import os
+import time
+import weakref
 from typing import Any
 
 from django.conf import settings
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.web import http
 from zope.interface import implementer
 
@@ -82,13 +84,14 @@ class BoundedHTTPChannel(http.HTTPChannel):
     Twisted already has the idle timeout (`TimeoutMixin`, `timeOut`): it runs while the
     connection waits for a request, is reset by every byte received, and is off while a
     request is being answered. Because every byte resets it, a client sending a byte every
-    few seconds keeps a connection forever. So a second timer starts at the first byte of a
-    request and is cancelled once the request is whole (headers and body): that is the
-    request deadline. Neither timer runs while the app answers (a bin's reply may be delayed
-    by design), and a websocket upgrade leaves both off for good.
+    few seconds keeps a connection forever. So each request's first byte is timed, and one
+    sweep a second closes the connections whose request is not whole by the deadline (a timer
+    per request would cost every request a heap insert and a cancel). Neither runs while the
+    app answers (a bin's reply may be delayed by design), and a websocket upgrade leaves both
+    off for good.
     """
 
-    _deadline: IDelayedCall | None = None
+    _started = 0.0  # when the first byte of the request being received arrived; 0: none
     _answering = False  # a whole request is in; its answer is not finished
     _received = 0  # bytes received since the last request was answered
 
@@ -96,15 +99,18 @@ class BoundedHTTPChannel(http.HTTPChannel):
         # Set before Twisted's connectionMade, which starts the idle timer with it.
         self.timeOut = settings.HTTP_IDLE_TIMEOUT or None
         super().connectionMade()
+        if settings.HTTP_REQUEST_TIMEOUT:
+            _receiving.add(self)
+            _start_deadline_sweep()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline is None and not self._answering and settings.HTTP_REQUEST_TIMEOUT:
-            self._deadline = self.callLater(settings.HTTP_REQUEST_TIMEOUT, self._too_slow)
+        if not self._started and not self._answering:
+            self._started = time.monotonic()
         self._received += len(data)
         super().dataReceived(data)
 
     def allContentReceived(self) -> None:
-        self._cancel_deadline()
+        self._started = 0.0
         self._answering = True
         super().allContentReceived()
 
@@ -118,17 +124,13 @@ class BoundedHTTPChannel(http.HTTPChannel):
         super().requestDone(request)
 
     def connectionLost(self, reason: Any) -> None:
-        self._cancel_deadline()
+        self._started = 0.0
+        _receiving.discard(self)
         super().connectionLost(reason)
 
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
+    def too_slow(self) -> None:
+        self._started = 0.0
+        _receiving.discard(self)
         logger.info(
             "closing a connection from %s: no whole request within %s s",
             self.transport.getPeer(),
@@ -137,6 +139,31 @@ class BoundedHTTPChannel(http.HTTPChannel):
         self.transport.write(REQUEST_TIMEOUT_ANSWER)
         # Twisted's own timeout path: close once written, abort if that does not happen soon.
         self.timeoutConnection()
+
+
+# Open HTTP connections (weakly: an upgraded or dropped one simply goes), swept once a second.
+_receiving: weakref.WeakSet[BoundedHTTPChannel] = weakref.WeakSet()
+_sweeping = False
+DEADLINE_SWEEP_SECONDS = 1.0
+
+
+def _start_deadline_sweep() -> None:
+    global _sweeping
+    if not _sweeping:
+        _sweeping = True
+        _call_later(DEADLINE_SWEEP_SECONDS, _sweep_deadlines)
+
+
+def _sweep_deadlines() -> None:
+    global _sweeping
+    _sweeping = False
+    limit = settings.HTTP_REQUEST_TIMEOUT
+    now = time.monotonic()
+    for channel in list(_receiving):
+        if channel._started and now - channel._started >= limit:
+            channel.too_slow()
+    if _receiving:
+        _start_deadline_sweep()
 
 
 def bound_http_connections() -> None:
@@ -257,6 +284,7 @@ M_MMAP_THRESHOLD = -3
 # this value but raises it (up to 32 MiB) each time such a block is freed, so after a burst of
 # large bodies later ones come from the heap and stay there; a fixed value stops that.
 MMAP_THRESHOLD = 128 * 1024
+TRIM_THRESHOLD = 32 * 1024 * 1024
 # A request or response this big, or a websocket that had this much waiting, is followed by a
 # tidy-up: a garbage collection and, with glibc, malloc_trim.
 LARGE_BYTES = 1024 * 1024
@@ -277,9 +305,11 @@ def return_freed_memory() -> None:
     if not is_glibc:
         return
     _libc = ctypes.CDLL(None)
-    # Setting either threshold turns off glibc's dynamic adjustment of both.
+    # Setting either threshold turns off glibc's dynamic adjustment of both. The trim
+    # threshold stays high: trimming the heap's top on every free would cost a system call
+    # per request under load; tidy_memory_soon trims explicitly after large requests.
     _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    _libc.mallopt(M_TRIM_THRESHOLD, MMAP_THRESHOLD)
+    _libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 def tidy_memory_soon() -> None:

@@ -16,15 +16,18 @@ number below it that will ever exist (`after=n` never skips one).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from . import hop, live, metrics
@@ -37,9 +40,9 @@ logger = logging.getLogger(__name__)
 # are never held by the hundred.
 MAX_BATCH = 256
 MAX_BATCH_BYTES = 32 * 1024 * 1024
-# Bodies (bytes) in one group above which the PostgreSQL connection is not kept (see
+# Bodies (bytes) in one group above which the writer's connection is not kept (see
 # commit_batch).
-LARGE_BATCH = 8 * 1024 * 1024
+LARGE_BATCH = 1024 * 1024
 
 # One thread for the whole process, whatever event loop asks: it owns the writer's database
 # connection, so commits are serialised and the connection is reused.
@@ -99,7 +102,7 @@ class CaptureWriter:
             del batch, captures, results, stored
 
     def _after_commit(self, stored: list[Pending]) -> None:
-        """Announce, forward and prune: none of it can change what was answered."""
+        """Announce and forward: none of it can change what was answered."""
         # Never let announcing kill the writer: the captures are stored, and live clients
         # heal from the database (see `live`).
         try:
@@ -113,15 +116,6 @@ class CaptureWriter:
                 wake()
             except Exception:
                 logger.exception("waking the forwarder failed")
-        newest: dict[int, int] = {}
-        for c in stored:
-            newest[c.bin_id] = max(newest.get(c.bin_id, 0), c.seq)
-        self.loop.run_in_executor(_executor, housekeeping, newest).add_done_callback(_logged)
-
-
-def _logged(future: Any) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.error("housekeeping failed", exc_info=future.exception())
 
 
 def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
@@ -131,12 +125,24 @@ def commit_batch(captures: list[Pending]) -> list[Pending | Exception]:
     tried again on its own, so one bad capture never costs the others theirs.
     """
     try:
-        return store_or_split(captures)
+        results = store_or_split(captures)
+        # After the commit: whatever happens here, the captures are stored and answered so.
+        try:
+            newest: dict[int, int] = {}
+            for c in results:
+                if isinstance(c, Pending):
+                    newest[c.bin_id] = max(newest.get(c.bin_id, 0), c.seq)
+            housekeeping(newest)
+        except Exception:
+            logger.exception("housekeeping after a commit failed; the captures are stored")
+            _reset_connection()
+        return results
     finally:
-        if connection.vendor == "postgresql" and sum(len(c.body) for c in captures) >= LARGE_BATCH:
-            # libpq keeps its send buffer at the size of the largest statement sent for as
-            # long as the connection lives: after a group of large bodies that would be that
-            # many MiB held for good. A new connection for the next group costs a few ms.
+        if sum(len(c.body) for c in captures) >= LARGE_BATCH:
+            # The drivers keep what a group sent for as long as the connection lives: libpq its
+            # send buffer at the size of the largest statement, SQLite its copy of the values
+            # bound to the prepared INSERT. After large bodies that would be megabytes held
+            # for good; a new connection for the next group costs a millisecond or a few.
             _reset_connection()
 
 
@@ -167,20 +173,23 @@ def store_group(captures: list[Pending]) -> None:
     for c in captures:
         by_bin.setdefault(c.bin_id, []).append(c)
     now = timezone.now()
-    with transaction.atomic(), raw_cursor() as cursor:
+    if len(by_bin) == 1 and connection.vendor == "postgresql" and plain_group(captures):
+        store_plain_group(captures, touch_due(captures[0].bin_id, now))
+        return
+    with transaction_cursor() as (cursor, mark):
         # Bins in id order: two processes locking the same bins never wait on each other in a
         # circle.
         for bin_id in sorted(by_bin):
             group = by_bin[bin_id]
-            first = take_numbers(cursor, bin_id, len(group), touch_due(bin_id, now))
+            first = take_numbers(cursor, bin_id, len(group), touch_due(bin_id, now), mark)
             if first is None:
                 raise BinGone(f"bin {bin_id} was deleted")
-            deliveries = count_deliveries(cursor, bin_id, group, first)
+            deliveries = count_deliveries(cursor, mark, bin_id, group, first)
             for i, c in enumerate(group):
                 c.seq = first + i
                 answer = c.bin.plan.answer(c, c.seq, deliveries[i])
                 c.reply, c.answer, c.answer_json = answer.reply, answer.record, answer.record_json
-        insert_captures(cursor, captures)
+        insert_captures(cursor, mark, captures)
         forwards = []
         for c in captures:
             if not c.bin.forward_url:
@@ -195,8 +204,83 @@ def store_group(captures: list[Pending]) -> None:
             else:
                 forwards.append(c)
         if forwards:
-            due = Forward._meta.get_field("due_at").get_db_prep_value(now, connection)
-            insert_forwards(cursor, forwards, due)
+            insert_forwards(cursor, mark, forwards, connection.ops.adapt_datetimefield_value(now))
+
+
+def plain_group(captures: list[Pending]) -> bool:
+    """Captures of one bin that need no more than their numbers: every one is answered alike
+    (no rules, no steps), none is an event that could be a retry, none is forwarded."""
+    info = captures[0].bin
+    return (
+        info.plan.fixed is not None
+        and not info.forward_url
+        and all(not c.event_id and type(c.body) is bytes for c in captures)
+    )
+
+
+# Numbers and rows in one statement, with the same text whatever the group's size (so
+# PostgreSQL prepares it once): no BEGIN and COMMIT round trips, and the bin's row is held
+# until this statement commits, so numbers still follow commit order.
+PLAIN_INSERT = """
+WITH b AS (
+    UPDATE bins_bin SET last_seq = last_seq + %(n)s{touch} WHERE id = %(bin)s RETURNING last_seq
+)
+INSERT INTO bins_capture (
+    bin_id, seq, method, path, query_string, headers_json, body, body_size, content_type,
+    remote_addr, received_at, provider, event_type, event_id, duplicate_of, event_delivery,
+    event_after_ms, signature, answer
+)
+SELECT %(bin)s, b.last_seq - %(n)s + v.ord, v.method, v.path, v.query_string, v.headers_json,
+    v.body, octet_length(v.body), v.content_type, v.remote_addr, v.received_at, v.provider,
+    v.event_type, '', NULL, 0, NULL, v.signature::jsonb, %(answer)s::jsonb
+FROM b, unnest(
+    %(method)b::text[], %(path)b::text[], %(query)b::text[], %(headers)b::text[],
+    %(body)b::bytea[], %(content_type)b::text[], %(remote)b::text[],
+    %(received)b::timestamptz[], %(provider)b::text[], %(event_type)b::text[],
+    %(signature)b::text[]
+) WITH ORDINALITY AS v(
+    method, path, query_string, headers_json, body, content_type, remote_addr, received_at,
+    provider, event_type, signature, ord
+)
+RETURNING seq
+"""
+
+
+def store_plain_group(captures: list[Pending], touch: Any) -> None:
+    """PostgreSQL: a plain group (see `plain_group`) in one statement, in autocommit."""
+    import psycopg
+
+    answer = captures[0].bin.plan.default.steps[0][0]
+    params = {
+        "n": len(captures),
+        "bin": captures[0].bin_id,
+        "answer": answer.record_json,
+        "method": [c.method for c in captures],
+        "path": [c.path for c in captures],
+        "query": [c.query_string for c in captures],
+        "headers": [c.headers_json for c in captures],
+        "body": [c.body for c in captures],
+        "content_type": [c.content_type for c in captures],
+        "remote": [c.remote_addr for c in captures],
+        "received": [c.received_at for c in captures],
+        "provider": [c.provider for c in captures],
+        "event_type": [c.event_type for c in captures],
+        "signature": [
+            None if c.signature is None else orjson.dumps(c.signature).decode() for c in captures
+        ],
+    }
+    if touch is not None:
+        params["touch"] = touch
+    sql = PLAIN_INSERT.format(touch=", last_used_at = %(touch)s" if touch is not None else "")
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        numbers = sorted(row[0] for row in cursor.fetchall())
+    if len(numbers) != len(captures):
+        raise BinGone(f"bin {captures[0].bin_id} was deleted")
+    for c, seq in zip(captures, numbers, strict=True):
+        c.seq = seq
+        c.reply, c.answer, c.answer_json = answer.reply, answer.record, answer.record_json
 
 
 # A bin is marked used (for expiry) at most once a minute per process: that column is indexed,
@@ -216,35 +300,51 @@ def touch_due(bin_id: int, now: Any) -> Any:
     return now
 
 
-def count_deliveries(cursor: Any, bin_id: int, group: list[Pending], first: int) -> list[int]:
-    """For each capture of a group: which delivery of its event it is (1 for the first), and
-    the number of the event's first capture in `duplicate_of` for the others. Exact: the bin's
-    row is held, so no other transaction adds captures to this bin meanwhile."""
+def count_deliveries(
+    cursor: Any, mark: str, bin_id: int, group: list[Pending], first: int
+) -> list[int]:
+    """For each capture of a group: which delivery of its event it is (1 for the first, and
+    `duplicate_of`, `event_after_ms` set for the others). Exact: the bin's row is held, so no
+    other transaction adds captures to this bin meanwhile."""
     ids = sorted({c.event_id for c in group if c.event_id})
-    seen: dict[str, list[int]] = {}
+    seen: dict[str, list[Any]] = {}  # event id -> [first number, deliveries, first received]
     if ids:
         cursor.execute(
-            f"SELECT event_id, MIN(seq), COUNT(*) FROM {Capture._meta.db_table} "
-            f"WHERE bin_id = %s AND event_id IN ({', '.join(['%s'] * len(ids))}) "
-            "GROUP BY event_id",
+            f"SELECT event_id, MIN(seq), COUNT(*), MIN(received_at) FROM "
+            f"{Capture._meta.db_table} WHERE bin_id = {mark} "
+            f"AND event_id IN ({', '.join([mark] * len(ids))}) GROUP BY event_id",
             [bin_id, *ids],
         )
-        seen = {event_id: [low, count] for event_id, low, count in cursor.fetchall()}
+        for event_id, low, count, at in cursor.fetchall():
+            seen[event_id] = [low, count, as_datetime(at)]
     counts = []
     for i, c in enumerate(group):
         c.duplicate_of = None
+        c.event_after_ms = None
         if not c.event_id:
+            c.event_delivery = 0
             counts.append(1)
             continue
         known = seen.get(c.event_id)
         if known is None:
-            seen[c.event_id] = [first + i, 1]
-            counts.append(1)
+            seen[c.event_id] = [first + i, 1, c.received_at]
+            c.event_delivery = 1
         else:
             known[1] += 1
             c.duplicate_of = known[0]
-            counts.append(known[1])
+            c.event_delivery = known[1]
+            # Deliveries racing each other (two processes) can commit in another order than
+            # they arrived: a few ms "before" the original count as 0.
+            c.event_after_ms = max(0, round((c.received_at - known[2]).total_seconds() * 1000))
+        counts.append(c.event_delivery)
     return counts
+
+
+def as_datetime(value: Any) -> datetime:
+    """A timestamp as the raw cursor returns it (SQLite: text in UTC) as an aware datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 INSERT_FIELDS = (
@@ -263,25 +363,28 @@ INSERT_FIELDS = (
     "event_type",
     "event_id",
     "duplicate_of",
+    "event_delivery",
+    "event_after_ms",
     "signature",
     "answer",
 )
 
 
-def insert_captures(cursor: Any, captures: list[Pending]) -> None:
-    """One multi-row INSERT ... RETURNING; sets each capture's primary key.
+def insert_captures(cursor: Any, mark: str, captures: list[Pending]) -> None:
+    """Insert the captures with one prepared single-row INSERT, run for each (executemany).
 
     What `bulk_create` does, minus the ORM's per-field work, which the profile showed as the
-    largest part of the writer's time. Values go through the fields' own database preparation
-    for the types that need it (the timestamp); JSON columns get their JSON as text.
+    largest part of the writer's time. One statement text whatever the group's size, so the
+    drivers prepare it once (a multi-row INSERT is a new statement for each size, and SQLite
+    would keep the values bound to each). Values go through Django's own adaptation for the
+    timestamp; JSON columns get their JSON as text.
     """
     meta = Capture._meta
     columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in INSERT_FIELDS)
-    row = "(" + ", ".join(["%s"] * len(INSERT_FIELDS)) + ")"
-    received = meta.get_field("received_at")
-    params: list[object] = []
-    for c in captures:
-        params += [
+    row = "(" + ", ".join([mark] * len(INSERT_FIELDS)) + ")"
+    when = connection.ops.adapt_datetimefield_value
+    rows = [
+        (
             c.bin_id,
             c.seq,
             c.method,
@@ -292,49 +395,63 @@ def insert_captures(cursor: Any, captures: list[Pending]) -> None:
             len(c.body),
             c.content_type,
             c.remote_addr,
-            received.get_db_prep_value(c.received_at, connection),
+            when(c.received_at),
             c.provider,
             c.event_type,
             c.event_id,
             c.duplicate_of,
+            c.event_delivery,
+            c.event_after_ms,
             None if c.signature is None else orjson.dumps(c.signature).decode(),
             c.answer_json,
-        ]
-    sql = (
-        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "
-        f"VALUES {', '.join([row] * len(captures))} RETURNING id, bin_id, seq"
-    )
-    cursor.execute(sql, params)
-    # RETURNING may list rows in any order (SQLite says so): match them by (bin, number).
-    pks = {(bin_id, seq): pk for pk, bin_id, seq in cursor.fetchall()}
-    for c in captures:
-        c.pk = pks[(c.bin_id, c.seq)]
+        )
+        for c in captures
+    ]
+    table = connection.ops.quote_name(meta.db_table)
+    cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {row}", rows)
 
 
-def insert_forwards(cursor: Any, captures: list[Pending], now: Any) -> None:
-    table = connection.ops.quote_name(Forward._meta.db_table)
-    rows = ", ".join(["(%s, %s, 0, %s)"] * len(captures))
-    params: list[object] = []
-    for c in captures:
-        params += [c.pk, c.bin.forward_url, now]
-    cursor.execute(
-        f"INSERT INTO {table} (capture_id, target_url, attempts, due_at) VALUES {rows}", params
+def insert_forwards(cursor: Any, mark: str, captures: list[Pending], now: Any) -> None:
+    """Queue the captures' forwards in the outbox (found by bin and number: no ids needed)."""
+    forward = connection.ops.quote_name(Forward._meta.db_table)
+    capture = connection.ops.quote_name(Capture._meta.db_table)
+    cursor.executemany(
+        f"INSERT INTO {forward} (capture_id, target_url, attempts, due_at) "
+        f"SELECT id, {mark}, 0, {mark} FROM {capture} WHERE bin_id = {mark} AND seq = {mark}",
+        [(c.bin.forward_url, now, c.bin_id, c.seq) for c in captures],
     )
 
 
-def raw_cursor() -> Any:
-    """A cursor that sends parameters apart from the query on PostgreSQL.
+@contextlib.contextmanager
+def transaction_cursor() -> Iterator[tuple[Any, str]]:
+    """A plain DB-API cursor on the writer's connection, in a transaction of its own, and its
+    parameter mark.
 
-    Django's psycopg cursors bind client-side: they quote every value, a kilobyte of body
-    included, into the SQL text in Python. A plain psycopg cursor on the same connection (and
-    so in the same transaction) lets the server bind them. SQLite binds natively anyway.
+    Plain, not Django's: Django's cursors convert every query's placeholders and, on
+    PostgreSQL, quote every value (a kilobyte of body included) into the SQL text in Python;
+    and its atomic() costs more than the BEGIN and COMMIT it sends. The group's few statements
+    go straight to the driver, which binds the values (the server does, on PostgreSQL).
+    SQLite's BEGIN IMMEDIATE takes the write lock up front (no deadlock upgrading a read lock).
     """
     connection.ensure_connection()
+    raw = connection.connection
     if connection.vendor == "postgresql":
         import psycopg
 
-        return psycopg.Cursor(connection.connection)
-    return connection.cursor()
+        cursor, mark, begin = psycopg.Cursor(raw), "%s", "BEGIN"
+    else:
+        cursor, mark, begin = raw.cursor(), "?", "BEGIN IMMEDIATE"
+    try:
+        cursor.execute(begin)
+        try:
+            yield cursor, mark
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
+    finally:
+        cursor.close()
 
 
 # Pruning: a bin is pruned once captures worth 5% of its limit have arrived since the last time
@@ -345,8 +462,8 @@ _pruned_upto: dict[int, int] = {}
 
 
 def housekeeping(newest: dict[int, int]) -> None:
-    """Keep CAPTURES_PER_BIN per bin (runs in the writer thread after a group was answered:
-    a failure here is logged and never touches an answer)."""
+    """Keep CAPTURES_PER_BIN per bin (runs in the writer thread after a group committed: a
+    failure here is logged and never touches an answer)."""
     keep = settings.CAPTURES_PER_BIN
     if keep <= 0:
         return  # 0 = unlimited

@@ -211,12 +211,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        # SQLite keeps its own copy of each value bound to a prepared statement until that
-        # statement runs again, and Python's sqlite3 keeps up to 128 prepared statements per
-        # connection. The capture writer's multi-row INSERT has one SQL text per group size,
-        # so after a burst of large bodies hundreds of MiB of copies would stay. No statement
-        # cache: each query is prepared again (a few microseconds), nothing bound outlives it.
-        "cached_statements": 0,
     }
     # Tests share the database with real server processes, so it has to be a file; one per
     # test run, so that two runs never share it.

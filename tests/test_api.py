@@ -166,6 +166,8 @@ def test_capture_shape(client, bin_):
         "body_omitted",
         "provider",
         "event_type",
+        "event_delivery",
+        "event_after_s",
         "answer",
     }
     assert data["headers"] == [["x-a", "1"], ["x-a", "2"]]

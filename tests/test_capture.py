@@ -68,7 +68,7 @@ def test_build_capture_keeps_everything_byte_exact():
     stored = json.loads(c.headers_json)
     assert [(text_to_wire(n), text_to_wire(v)) for n, v in stored] == headers
     # The API shows undecodable bytes readably, valid UTF-8 as text.
-    shape = c.live_json()
+    shape = c.live_json(64 * 1024)
     assert shape["headers"][3] == ["x-bytes", "café \\xff\x00"]
     # ... and gives the exact bytes where a header is not UTF-8.
     exact = [(base64.b64decode(n), base64.b64decode(v)) for n, v in shape["headers_base64"]]

@@ -117,3 +117,22 @@ async def test_origin_of_another_site_is_refused(bin_):
     )
     assert connected
     await ws.disconnect()
+
+
+async def test_numbers_a_push_skips_are_read_from_the_database_in_order(bin_):
+    """With several processes, one push may carry two groups of one process with another
+    process's captures between them: the stream sends every number, in order."""
+    stored = [await database_sync_to_async(add_capture)(bin_, f"/{i}") for i in range(1, 4)]
+    ws, _ = await connect(f"/ws/bins/{bin_.token}/json/?after=1")
+    got = [json.loads(await ws.receive_from(timeout=5))["capture"]["id"] for _ in range(2)]
+    assert got == [2, 3]
+    later = [await database_sync_to_async(add_capture)(bin_, f"/{i}") for i in range(4, 7)]
+    push = [live_item(later[0].as_json()), live_item(later[2].as_json())]  # 4 and 6, not 5
+    await get_channel_layer().group_send(
+        group_name(bin_.token), {"type": "captures.new", "captures": push}
+    )
+    frames = [json.loads(await ws.receive_from(timeout=5))["capture"] for _ in range(3)]
+    assert [(f["id"], f["path"]) for f in frames] == [(4, "/4"), (5, "/5"), (6, "/6")]
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+    assert [c.seq for c in stored] == [1, 2, 3]

@@ -55,6 +55,15 @@
   document.addEventListener("htmx:wsOpen", function () { setLive("open", "live"); });
   document.addEventListener("htmx:wsClose", function () { setLive("closed", "reconnecting…"); });
   document.addEventListener("htmx:wsError", function () { setLive("closed", "reconnecting…"); });
+  // Stored captures changed (signatures checked again): show the open one anew.
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    if (event.detail.target && event.detail.target.id === "changed") {
+      var detail = document.querySelector(".capture-detail");
+      if (detail && window.htmx) {
+        htmx.ajax("GET", location.pathname, { target: "#detail", swap: "innerHTML" });
+      }
+    }
+  });
   // The list is swapped whole on (re)connect: keep the open capture marked.
   document.addEventListener("htmx:oobAfterSwap", selectFromDetail);
   document.addEventListener("htmx:wsAfterMessage", selectFromDetail);
