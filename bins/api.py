@@ -18,9 +18,9 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import bincache, live, ratelimit, verdicts
+from . import bincache, binsettings, live, ratelimit
 from .hosts import request_bases
-from .listing import shapes, with_inline_bodies
+from .listing import FILTERS, BadFilter, filtered, shapes, with_inline_bodies
 from .models import Bin, Capture, Delivery
 from .outgoing import KEEP_RESPONSE_BYTES, BadTarget, check_url
 from .ratelimit import RateLimited
@@ -107,14 +107,7 @@ def bins(request: HttpRequest) -> HttpResponse:
 @api_view(["GET", "PATCH", "DELETE"])
 def bin_detail(request: HttpRequest, bin_: Bin) -> HttpResponse:
     if request.method == "PATCH":
-        changes = bin_changes(bin_, json_body(request), str(bin_.token))
-        recheck = "signature" in changes and changes["signature"] != bin_.signature
-        for field, value in changes.items():
-            setattr(bin_, field, value)
-        bin_.save(update_fields=list(changes))
-        bincache.forget(bin_.token)
-        if recheck:
-            verdicts.recheck_later(bin_, request_bases(request).capture)
+        binsettings.change(bin_, json_body(request), request_bases(request).capture)
     elif request.method == "DELETE":
         bincache.forget(bin_.token)
         bin_.delete()
@@ -122,7 +115,7 @@ def bin_detail(request: HttpRequest, bin_: Bin) -> HttpResponse:
     return JsonResponse(bin_.settings_json(request_bases(request)))
 
 
-LIST_PARAMS = {"limit", "before", "after", "method", "path", "provider", "event_type", "event_id"}
+LIST_PARAMS = {"limit", "before", "after", *FILTERS}
 
 
 @api_view(["GET", "DELETE"])
@@ -143,15 +136,10 @@ def captures(request: HttpRequest, bin_: Bin) -> HttpResponse:
         rows = rows.filter(seq__lt=int_param(params, "before", 0))
     if "after" in params:
         rows = rows.filter(seq__gt=int_param(params, "after", 0))
-    for name in ("method", "path", "provider", "event_type", "event_id"):
-        if "\x00" in params.get(name, ""):
-            raise Invalid(f"{name} must not contain NUL")
-    for name in ("method", "provider", "event_type", "event_id"):
-        if params.get(name):
-            rows = rows.filter(**{name: params[name]})
-    if "path" in params:
-        rows = rows.filter(path__startswith=params["path"])
-    rows = with_inline_bodies(rows)
+    try:
+        rows = with_inline_bodies(filtered(rows, params))
+    except BadFilter as exc:
+        raise Invalid(str(exc)) from exc
     if "after" in params and "before" not in params:
         # Catching up: the `limit` captures right after that id (still shown newest first),
         # so that paging on with the newest id seen misses none.

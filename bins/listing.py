@@ -8,18 +8,70 @@ one by one). Catch-ups are read in pages.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db.models import BinaryField, Case, F, QuerySet, Value, When
+from django.db import connection
+from django.db.models import BinaryField, BooleanField, Case, F, Q, QuerySet, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Substr
 
 from .live import Item, live_item
 from .models import Capture, capture_json
 
 RESPONSE_BODY_BUDGET = 8 * 1024 * 1024
+# Text search looks this far into each body (a bin may hold hundreds of 10 MiB bodies).
+SEARCH_BODY_BYTES = 1024 * 1024
+FILTERS = ("method", "path", "q", "provider", "event_type", "event_id", "valid")
+
+
+class BadFilter(ValueError):
+    """A filter that cannot be applied; the message names it."""
+
+
+def filtered(rows: QuerySet[Capture], params: Any) -> QuerySet[Capture]:
+    """Captures matching a list's filters (API and page alike): `method`, `path` (prefix),
+    `q` (text in the path, query string, headers or the first MiB of the body), `provider`,
+    `event_type`, `event_id`, `valid` (true/false: the signature verdict)."""
+    for name in FILTERS:
+        value = params.get(name)
+        if value is not None and "\x00" in value:
+            raise BadFilter(f"{name} must not contain NUL")
+    for name in ("method", "provider", "event_type", "event_id"):
+        if params.get(name):
+            rows = rows.filter(**{name: params[name]})
+    if "path" in params:
+        rows = rows.filter(path__startswith=params["path"])
+    if params.get("valid"):
+        valid = params["valid"].lower()
+        if valid not in ("true", "false"):
+            raise BadFilter("valid must be true or false")
+        rows = rows.filter(signature__valid=valid == "true")
+    if params.get("q"):
+        rows = rows.filter(text_matches(params["q"]))
+    return rows
+
+
+def text_matches(q: str) -> Q:
+    """Where `q` appears: path, query string, headers (as stored: JSON text, so also its JSON
+    spelling), or the body's first SEARCH_BODY_BYTES bytes (as UTF-8)."""
+    spelled = json.dumps(q)[1:-1]
+    where = Q(path__contains=q) | Q(query_string__contains=q) | Q(headers_json__contains=q)
+    if spelled != q:
+        where |= Q(headers_json__contains=spelled)
+    needle = q.encode("utf-8")
+    if connection.vendor == "postgresql":
+        sql = "position(%s::bytea in substring(body from 1 for %s)) > 0"
+        params: tuple[Any, ...] = (needle, SEARCH_BODY_BYTES)
+    else:
+        sql = "instr(substr(body, 1, %s), %s) > 0"
+        params = (SEARCH_BODY_BYTES, needle)
+    return where | Q(RawSQL(sql, params, output_field=BooleanField()))
+
+
 CATCH_UP_PAGE = 100
 # The page's list shows a path and query string cut to this many characters (the detail shows
 # them whole): a row stays small whatever was sent.
@@ -85,15 +137,18 @@ ROW_FIELDS = (
     "event_id",
     "signature",
     "duplicate_of",
+    "event_delivery",
+    "event_after_ms",
     "answer",
 )
 
 
-def list_rows(bin_id: int, limit: int) -> list[dict[str, Any]]:
-    """The newest captures of a bin for the page's list, as the rows the list shows (the same
-    keys as a capture's JSON): no body, no headers, path and query string cut to ROW_TEXT."""
+def list_rows(bin_id: int, limit: int, filters: Any = None) -> list[dict[str, Any]]:
+    """The newest captures of a bin for the page's list (those matching `filters`, see
+    `filtered`), as the rows the list shows (the same keys as a capture's JSON): no body, no
+    headers, path and query string cut to ROW_TEXT."""
     rows = (
-        Capture.objects.filter(bin_id=bin_id)
+        filtered(Capture.objects.filter(bin_id=bin_id), filters or {})
         .order_by("-seq")
         .values(
             *ROW_FIELDS,
@@ -102,6 +157,14 @@ def list_rows(bin_id: int, limit: int) -> list[dict[str, Any]]:
         )[:limit]
     )
     return [
-        {**row, "id": row["seq"], "path": row["path_cut"], "query_string": row["query_cut"]}
+        {
+            **row,
+            "id": row["seq"],
+            "path": row["path_cut"],
+            "query_string": row["query_cut"],
+            "event_after_s": None
+            if row["event_after_ms"] is None
+            else row["event_after_ms"] / 1000,
+        }
         for row in rows
     ]

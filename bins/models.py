@@ -162,6 +162,10 @@ class Bin(models.Model):
             "forward_url": self.forward_url or None,
             "last_target_url": self.last_target_url or None,
             "signature": self.signature,
+            # Captures received in all (numbered 1 to this) and kept now: the difference was
+            # pruned (CAPTURES_PER_BIN) or deleted.
+            "captures_received": self.last_seq,
+            "captures_kept": self.captures.count(),
         }
 
     def remember_target(self, url: str) -> None:

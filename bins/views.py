@@ -8,7 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryD
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from . import display
+from . import display, events
 from .api import check_create_rate, find_capture, resend_edits
 from .capture import parse_token
 from .hosts import request_bases
@@ -111,6 +111,7 @@ def detail_context(capture: Capture | None) -> dict[str, object]:
         "edit_headers": "\n".join(
             f"{n}: {v}" for n, v in capture.display_headers if n not in NOT_FORWARDED
         ),
+        **events.detail_extras(capture),
         **deliveries_context(capture),
     }
 
@@ -136,6 +137,8 @@ async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpRespo
     retry_after = None
     try:
         edits = resend_edits(form_edits(form, capture)) if form.get("edit") else {}
+        if form.get("resign"):
+            edits["resign"] = True
         await resend_capture(capture, form.get("target_url"), **edits)
     except (Invalid, BadTarget) as exc:
         message, status = str(exc), 400

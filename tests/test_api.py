@@ -198,3 +198,28 @@ def test_delete_captures(client, bin_):
     assert client.delete(f"/api/bins/{bin_.token}/captures").json() == {"deleted": 1}
     assert not Capture.objects.filter(id=b.id).exists()
     assert Capture.objects.filter(id=kept.id).exists()
+
+
+def test_list_filters_search_text_anywhere_and_the_verdict(client, bin_):
+    hit_body = make_capture(bin_, body=b'{"customer": "ada@example.com"}', path="/a")
+    hit_header = make_capture(bin_, path="/b", headers_json=json.dumps([["x-user", "ada"]]))
+    hit_path = make_capture(bin_, path="/users/ada")
+    make_capture(bin_, body=b"nothing here", path="/c")
+    late = make_capture(bin_, body=b"x" * (1024 * 1024) + b"ada", path="/d")  # past the first MiB
+    url = f"/api/bins/{bin_.token}/captures"
+    found = {c["id"] for c in client.get(url, {"q": "ada"}).json()["captures"]}
+    assert found == {hit_body.seq, hit_header.seq, hit_path.seq}
+    assert late.seq not in found
+    Capture.objects.filter(pk=hit_body.pk).update(
+        signature={"scheme": "stripe", "valid": True, "reason": "valid"}
+    )
+    Capture.objects.filter(pk=hit_path.pk).update(
+        signature={"scheme": "stripe", "valid": False, "reason": "no Stripe-Signature header"}
+    )
+    assert [c["id"] for c in client.get(url, {"valid": "true"}).json()["captures"]] == [
+        hit_body.seq
+    ]
+    assert [c["id"] for c in client.get(url, {"valid": "false"}).json()["captures"]] == [
+        hit_path.seq
+    ]
+    assert client.get(url, {"valid": "maybe"}).status_code == 400
