@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +24,7 @@ class Target:
     status: int = 200
     reply_headers: list[tuple[str, str]] = field(default_factory=lambda: [("X-Target", "yes")])
     reply_body: bytes = b"thanks"
+    delay: float = 0.0  # seconds to wait before answering (the request is recorded first)
 
     @property
     def url(self) -> str:
@@ -53,6 +55,8 @@ def start_target(tls: ssl.SSLContext | None = None) -> Target:
             target.received.append(
                 Received(self.command, self.path, list(self.headers.items()), body)
             )
+            if target.delay:
+                time.sleep(target.delay)
             self.send_response(target.status)
             for name, value in target.reply_headers:
                 self.send_header(name, value)
