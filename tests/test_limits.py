@@ -4,9 +4,11 @@ import json
 import time
 from datetime import timedelta
 
+import httpx
 import psycopg
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings as settings_module
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -132,3 +134,15 @@ def test_one_process_of_a_cluster_sweeps_at_a_time(settings):
         assert background.sweep_once() == 1
     finally:
         other.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_bin_rate_limit_is_per_instance_with_redis(servers):
+    """With REDIS_URL, every process counts against one allowance per bin."""
+    if not settings_module.REDIS_URL:
+        pytest.skip("needs REDIS_URL (scripts/test-all's second pass)")
+    a, b = servers(BIN_RATE_LIMIT="0.5"), servers(BIN_RATE_LIMIT="0.5")
+    token = httpx.post(f"{a.base}/api/bins").json()["token"]
+    statuses = [httpx.post(f"{s.base}/{token}", content=b"x").status_code for s in (a, b, a, b)]
+    assert statuses == [200, 429, 429, 429]
+    assert Capture.objects.filter(bin__token=token).count() == 1
