@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +24,7 @@ import websockets
 from bins.models import Capture
 
 from .servers import Cluster
+from .targets import start_target
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -224,6 +228,74 @@ def test_nginx_refuses_a_body_over_the_limit_like_the_app(cluster_up):
     ]
     # The refusal was nginx's: no process saw the request.
     assert upstreams(cluster_up, f"POST /{token}/over ") == []
+
+
+def test_a_large_capture_between_two_small_ones_reaches_streams_pages_and_the_forwarder(
+    cluster_up, tmp_path
+):
+    """Through nginx, on PostgreSQL + Redis: a body far over the inline size between two small
+    ones reaches a JSON stream and a page stream on each process, and the forwarder command
+    (which follows through nginx) replays all three byte for byte."""
+    target = start_target()
+    token = httpx.post(f"{cluster_up.base}/api/bins").json()["token"]
+    forwarder = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "webhook-inspector"),
+            *("forward", f"{cluster_up.base}/bins/{token}/", "--to", target.url),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        asyncio.run(_large_between_small(cluster_up, token, target))
+    finally:
+        forwarder.terminate()
+        forwarder.wait(10)
+        target.server.shutdown()
+
+
+async def _large_between_small(cluster: Cluster, token: str, target) -> None:
+    large = bytes(range(256)) * 8192  # 2 MiB, binary
+    bodies = [b"small one", large, b"small two"]
+    async with httpx.AsyncClient(base_url=cluster.base, timeout=30) as http:
+        async with AsyncExitStack() as st:
+            streams = [
+                await st.enter_async_context(
+                    websockets.connect(f"{ws_url(p.base)}/ws/bins/{token}/json/", max_size=2**20)
+                )
+                for p in cluster.processes
+            ]
+            pages = [
+                await st.enter_async_context(
+                    websockets.connect(
+                        f"{ws_url(p.base)}/ws/bins/{token}/",
+                        origin=cluster.base,
+                        max_size=2**20,
+                    )
+                )
+                for p in cluster.processes
+            ]
+            for page in pages:
+                await asyncio.wait_for(page.recv(), 5)
+            await asyncio.sleep(1)  # the forwarder is following
+            for body in bodies:
+                assert (await http.post(f"/{token}/hook", content=body)).status_code == 200
+            for stream in streams:
+                got = [json.loads(await asyncio.wait_for(stream.recv(), 10)) for _ in bodies]
+                assert [f["capture"]["id"] for f in got] == [1, 2, 3]
+                assert [f["capture"]["body_omitted"] for f in got] == [False, True, False]
+            for page in pages:
+                rows: list[int] = []
+                while len(rows) < 3:
+                    rows += [
+                        int(i) for i in ROW_ID.findall(await asyncio.wait_for(page.recv(), 10))
+                    ]
+                assert sorted(rows) == [1, 2, 3]
+        deadline = time.monotonic() + 20
+        while len(target.received) < 3:
+            assert time.monotonic() < deadline, "the forwarder did not replay all three"
+            await asyncio.sleep(0.1)
+        assert [r.body for r in target.received] == bodies
 
 
 def test_a_process_killed_under_load_loses_no_answered_capture(cluster_up):
