@@ -19,7 +19,7 @@ from django.test import Client
 from bins.models import Bin, Capture, Delivery
 
 from .conftest import asgi_http
-from .servers import ROOT, free_port
+from .servers import ROOT, free_port, raw_request
 from .targets import start_target
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,15 +30,6 @@ def target():
     t = start_target()
     yield t
     t.server.shutdown()
-
-
-def raw_request(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def new_bin(base: str, **settings) -> str:

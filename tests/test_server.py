@@ -3,13 +3,12 @@
 import asyncio
 import base64
 import json
-import socket
 
 import httpx
 import pytest
 import websockets
 
-from .servers import database_url, free_port, start_server  # noqa: F401 (shared)
+from .servers import database_url, free_port, raw_request, start_server  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,18 +18,6 @@ def server(transactional_db, tmp_path):
     proc = start_server(tmp_path)
     yield proc.base
     proc.stop()
-
-
-def raw_request(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data)
-        chunks = []
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_captures_arrive_live_and_come_back_byte_exact(server):
