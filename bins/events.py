@@ -46,9 +46,11 @@ def sender_label(provider: str | None, event_type: str | None) -> str:
 
 
 def span(seconds: float | None) -> str:
-    """A time between deliveries, short: "0.4 s", "62 s", "5 min", "3.5 h", "2.1 d"."""
+    """A time between deliveries, short: "27 ms", "4.2 s", "62 s", "5 min", "3.5 h", "2.1 d"."""
     if seconds is None:
         return ""
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 120:

@@ -281,9 +281,11 @@ def response_settings(r: Editor, field: str) -> dict[str, Any]:
     elif not optional:
         out["delay_ms"] = 0
     steps = [step_settings(s, f"{field}.steps[{i}]") for i, s in enumerate(r["steps"])]
-    if steps or not optional:
+    if steps:
         out["steps"] = steps
         out["per"] = r["per"]
+    elif not optional:
+        out["steps"] = []  # the form shows none: clear any stored
     return out
 
 
