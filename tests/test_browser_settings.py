@@ -114,6 +114,8 @@ def test_fail_three_times_then_succeed_per_event_in_the_marks_and_the_timeline(s
     assert saved["per"] == "event"
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+    signature = {"scheme": "stripe", "secret": STRIPE_SECRET}
+    assert httpx.patch(f"{base}/api/bins/{token}", json={"signature": signature}).is_success
 
     answers = []
     for event_id in ["evt_A", "evt_A", "evt_B", "evt_A", "evt_A"]:
@@ -129,6 +131,7 @@ def test_fail_three_times_then_succeed_per_event_in_the_marks_and_the_timeline(s
         ["→ 200, step 2 of 2", *["→ 500, step 1 of 2"] * 4]
     )
     expect(rows(page).nth(2).locator(".mark-retry")).to_have_count(0)  # evt_B's first
+    expect(rows(page).locator(".mark-valid")).to_have_count(5)
 
     newest.click()
     timeline = page.locator("#detail table.timeline")
@@ -138,6 +141,7 @@ def test_fail_three_times_then_succeed_per_event_in_the_marks_and_the_timeline(s
     expect(lines.locator("td:nth-child(5)")).to_have_text(
         ["500 step 1 of 2", "500 step 1 of 2", "500 step 1 of 2", "200 step 2 of 2"]
     )
+    expect(lines.locator("td:nth-child(6)")).to_have_text(["valid"] * 4)
     expect(lines.nth(3)).to_have_attribute("aria-current", "true")
     expect(lines.nth(3).locator("td").first).to_contain_text("4 (this one)")
     expect(lines.nth(1).locator("td:nth-child(3)")).to_have_text(re.compile(r"^\+\d"))
@@ -149,7 +153,7 @@ def test_fail_three_times_then_succeed_per_event_in_the_marks_and_the_timeline(s
     )
     assert_not_reloaded(page)
     assert_clean(page)
-    page.locator("#detail").screenshot(path=SCREENSHOT_TIMELINE)
+    page.screenshot(path=SCREENSHOT_TIMELINE)
 
 
 def test_presets_fill_the_form_and_nothing_is_saved_before_save(server, page):
@@ -315,6 +319,11 @@ def test_moving_a_rule_up_with_the_keyboard_changes_which_rule_answers(server, p
     assert httpx.post(f"{base}/{token}/a").status_code == 202
     expect(rows(page).first.locator(".mark-answer")).to_have_text("→ 202, second")
     assert_clean(page)
-    # For a person to look at (a screenshot styles the page, so it comes after the checks).
+    # For a person to look at (a screenshot styles the page, so it comes after the checks):
+    # the panel with steps too, tall enough to show it whole.
+    steps = {"steps": [{"status": 500, "times": 3}, {"status": 200}], "per": "event"}
+    httpx.patch(f"{base}/api/bins/{token}", json={"name": "Stripe staging", "response": steps})
+    page.set_viewport_size({"width": 1100, "height": 2300})
     open_settings(page)
-    page.locator("#settings-form").screenshot(path=SCREENSHOT_SETTINGS)
+    expect(dialog.locator("#settings-summary .summary-line")).to_have_count(3)
+    dialog.screenshot(path=SCREENSHOT_SETTINGS)

@@ -44,8 +44,13 @@
   function openSettings(section) {
     var dialog = document.getElementById("settings");
     opener = document.activeElement;
-    if (!dialog.open) { dialog.showModal(); }
     // Fetched on every opening: the form shows what is stored now (the API may have changed it).
+    // The last one goes first, so nobody types into a form about to be replaced.
+    var loading = document.createElement("p");
+    loading.className = "hint";
+    loading.textContent = "Loading…";
+    document.getElementById("settings-body").replaceChildren(loading);
+    if (!dialog.open) { dialog.showModal(); }
     htmx.ajax("GET", dialog.getAttribute("data-url"), { target: "#settings-body", swap: "innerHTML" })
       .then(function () {
         var target = section && document.getElementById("settings-" + section);
