@@ -248,8 +248,12 @@ def test_the_secret_is_masked_until_revealed_and_setting_it_rechecks_the_open_ca
     dialog = page.get_by_role("dialog", name="Settings of this bin")
     scheme = dialog.get_by_label("Scheme")
     expect(scheme).to_be_focused()
-    scheme.select_option("stripe")
     secret = dialog.get_by_label("Secret", exact=True)
+    expect(secret).to_be_hidden()  # no scheme: nothing to set
+    scheme.select_option("hmac")
+    expect(dialog.get_by_label("Algorithm")).to_be_visible()
+    scheme.select_option("stripe")
+    expect(dialog.get_by_label("Algorithm")).to_be_hidden()  # hmac's own fields
     secret.fill(STRIPE_SECRET)
     expect(secret).to_have_attribute("type", "password")
     reveal = dialog.get_by_role("button", name="Reveal")
