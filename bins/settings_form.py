@@ -117,14 +117,31 @@ def step_editor(step: Any, prefix: str, key: str) -> Editor:
     }
 
 
+def _not_json(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is not a finite number")
+    return number
+
+
+def read_json_value(text: str) -> Any:
+    """A JSON condition's value as typed: JSON where it reads as JSON (`42`, `true`, `"42"`),
+    else the text itself. NaN and infinities are not JSON (a database would refuse them)."""
+    try:
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, RecursionError):
+        return text
+
+
 def json_value_text(value: Any) -> str:
-    """A JSON condition's value as typed in the form: plain text for a string that does not
+    """A JSON condition's value as the form shows it: plain text for a string that does not
     read as JSON, JSON otherwise (so `42` is the number, `"42"` the string)."""
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except ValueError:
-            return value
+    if isinstance(value, str) and read_json_value(value) == value:
+        return value
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -311,11 +328,7 @@ def rule_settings(rule: Editor, i: int) -> dict[str, Any]:
     if rule["header_name"].strip() or rule["header_value"]:
         match["header"] = [rule["header_name"].strip(), rule["header_value"]]
     if rule["json_pointer"].strip() or rule["json_value"]:
-        try:
-            value = json.loads(rule["json_value"])
-        except ValueError:
-            value = rule["json_value"]  # plain text is a string
-        match["json"] = [rule["json_pointer"].strip(), value]
+        match["json"] = [rule["json_pointer"].strip(), read_json_value(rule["json_value"])]
     out: dict[str, Any] = {
         "match": match,
         "response": response_settings(rule["response"], f"{field}.response"),

@@ -15,7 +15,7 @@ from django.utils import timezone
 from bins import events
 from bins.listing import list_rows
 from bins.models import Bin, Capture, capture_json
-from bins.settings_form import plain_words, response_words
+from bins.settings_form import json_value_text, plain_words, read_json_value, response_words
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -169,6 +169,27 @@ def test_the_form_saves_back_exactly_what_it_shows(client, bin_):
     assert r.status_code == 200, r.content.decode()
     assert "Saved." in r.content.decode()
     assert settings_of(bin_) == before
+
+
+@pytest.mark.parametrize(
+    "typed, value",
+    [
+        ("42", 42),
+        ('"42"', "42"),
+        ("true", True),
+        ('{"a": [1, null]}', {"a": [1, None]}),
+        ("invoice.paid", "invoice.paid"),
+        ("", ""),
+        # Not JSON a database takes, or not JSON at all: the text itself.
+        ("NaN", "NaN"),
+        ("-Infinity", "-Infinity"),
+        ("1e999", "1e999"),
+        ("[" * 100_000, "[" * 100_000),
+    ],
+)
+def test_a_json_condition_reads_json_else_text(typed, value):
+    assert read_json_value(typed) == value
+    assert read_json_value(json_value_text(value)) == value
 
 
 def test_reordered_parts_are_saved_in_page_order(client, bin_):
