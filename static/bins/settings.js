@@ -246,7 +246,7 @@
       if (bad) {
         bad.setAttribute("aria-invalid", "true");
         bad.setAttribute("aria-describedby", "settings-error");
-        bad.closest("[hidden]") || bad.focus();
+        if (!bad.closest("[hidden]")) { bad.focus(); }
       } else {
         error.tabIndex = -1;
         error.focus();
