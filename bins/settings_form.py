@@ -42,6 +42,22 @@ SCHEME_LABELS = {
 
 Editor = dict[str, Any]
 
+# The text fields of each part as the form names them (`<prefix>-<field>`).
+RESPONSE_FIELDS = ("status", "content_type", "headers", "body", "delay_ms")
+STEP_FIELDS = ("status", "times", "body", "delay_ms", "headers")
+RULE_FIELDS = (
+    "name",
+    "method",
+    "path",
+    "header_name",
+    "header_value",
+    "json_pointer",
+    "json_value",
+    "provider",
+    "event_type",
+)
+SIGNATURE_FIELDS = ("scheme", "secret", "tolerance_s", "header", "algorithm", "encoding", "prefix")
+
 
 # --- stored settings -> editor ---------------------------------------------------------------
 
@@ -208,29 +224,21 @@ def editor_from_form(form: QueryDict) -> Editor:
         "forward_url": _field(form, "forward_url"),
         "response": response_from_form(form, "response", False),
         "rules": [rule_from_form(form, key) for key in _keys(form, "rules")],
-        "signature": {
-            name: _field(form, f"signature-{name}")
-            for name in ("scheme", "secret", "tolerance_s", "header", "algorithm", "encoding")
-        }
-        | {"prefix": _field(form, "signature-prefix")},
+        "signature": {name: _field(form, f"signature-{name}") for name in SIGNATURE_FIELDS},
     }
 
 
 def response_from_form(form: QueryDict, prefix: str, optional: bool) -> Editor:
-    fields = ("status", "content_type", "headers", "body", "delay_ms")
     return {
         "prefix": prefix,
         "optional": optional,
-        **{name: _field(form, f"{prefix}-{name}") for name in fields},
+        **{name: _field(form, f"{prefix}-{name}") for name in RESPONSE_FIELDS},
         "per": _field(form, f"{prefix}-per") or "event",
         "steps": [
             {
                 "key": key,
                 "prefix": f"{prefix}-step-{key}",
-                **{
-                    name: _field(form, f"{prefix}-step-{key}-{name}")
-                    for name in ("status", "times", "body", "delay_ms", "headers")
-                },
+                **{name: _field(form, f"{prefix}-step-{key}-{name}") for name in STEP_FIELDS},
                 "empty_body": bool(form.get(f"{prefix}-step-{key}-empty_body")),
             }
             for key in _keys(form, f"{prefix}-steps")
@@ -240,21 +248,10 @@ def response_from_form(form: QueryDict, prefix: str, optional: bool) -> Editor:
 
 def rule_from_form(form: QueryDict, key: str) -> Editor:
     prefix = f"rule-{key}"
-    fields = (
-        "name",
-        "method",
-        "path",
-        "header_name",
-        "header_value",
-        "json_pointer",
-        "json_value",
-        "provider",
-        "event_type",
-    )
     return {
         "key": key,
         "prefix": prefix,
-        **{name: _field(form, f"{prefix}-{name}") for name in fields},
+        **{name: _field(form, f"{prefix}-{name}") for name in RULE_FIELDS},
         "response": response_from_form(form, f"{prefix}-response", True),
     }
 
