@@ -110,6 +110,8 @@ def response_editor(response: dict[str, Any], prefix: str, optional: bool) -> Ed
         "content_type": content_type,
         "headers": _header_lines(rest),
         "body": _text(response.get("body")),
+        # A rule's explicitly empty body differs from none given (the default's body).
+        "empty_body": optional and response.get("body") == "",
         "delay_ms": _text(response.get("delay_ms")),
         # Stored steps without `per` count the bin's captures; new steps default to per event
         # (what testing a provider's retries needs).
@@ -233,6 +235,7 @@ def response_from_form(form: QueryDict, prefix: str, optional: bool) -> Editor:
         "prefix": prefix,
         "optional": optional,
         **{name: _field(form, f"{prefix}-{name}") for name in RESPONSE_FIELDS},
+        "empty_body": optional and bool(form.get(f"{prefix}-empty_body")),
         "per": _field(form, f"{prefix}-per") or "event",
         "steps": [
             {
@@ -288,7 +291,9 @@ def response_settings(r: Editor, field: str) -> dict[str, Any]:
     headers = _headers(r["content_type"], r["headers"], f"{field}.headers")
     if headers or not optional:
         out["headers"] = headers
-    if r["body"] or not optional:
+    if r["empty_body"]:
+        out["body"] = ""
+    elif r["body"] or not optional:
         out["body"] = r["body"]
     if r["delay_ms"].strip():
         out["delay_ms"] = _number(r["delay_ms"])

@@ -131,7 +131,7 @@ RICH = {
                 "provider": "github",
                 "event_type": "ping",
             },
-            "response": {"status": 204},
+            "response": {"status": 204, "body": ""},
         },
         {"name": "a string that reads as JSON", "match": {"json": ["/n", "42"]}, "response": {}},
         {"name": "a number", "match": {"json": ["/n", 42]}, "response": {"body": "n"}},
