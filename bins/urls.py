@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import api, views
+from . import api, settings_views, views
 from .converters import TokenConverter
 
 register_converter(TokenConverter, "token")
@@ -15,6 +15,12 @@ urlpatterns = [
     path("bins/", views.new_bin, name="new"),
     path("bins/<token:token>/", views.inspect, name="inspect"),
     path("bins/<token:token>/clear/", views.clear, name="clear"),
+    path("bins/<token:token>/settings/", settings_views.bin_settings, name="settings"),
+    path(
+        "bins/<token:token>/settings/preview/",
+        settings_views.preview,
+        name="settings-preview",
+    ),
     path("bins/<token:token>/captures/<int:capture_id>/", views.inspect, name="capture"),
     path(
         "bins/<token:token>/captures/<int:capture_id>/resend/",
