@@ -230,8 +230,9 @@ class PageStreamConsumer(BinStreamConsumer):
         pieces: list[list[dict[str, Any]]] = [[]]
         size = 0
         for row in rows:
-            # A row's HTML is about this size: its path and query are cut to ROW_TEXT.
-            estimate = 1500 + 2 * (len(row["path"]) + len(row["query_string"]))
+            # A row's HTML is at most about this size: path and query cut to ROW_TEXT, marks
+            # (provider, verdict, retry, answer) cut short.
+            estimate = 4000 + 2 * (len(row["path"]) + len(row["query_string"]))
             if pieces[-1] and size + estimate > PIECE_BYTES:
                 pieces.append([])
                 size = 0
