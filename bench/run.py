@@ -1537,8 +1537,12 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def cpu_cells(m: dict[str, Any]) -> list[str]:
+    """CPUs busy (CPU seconds per second) during the timed part: see MachineWindow."""
+    if "machine_busy_cpus" not in m:
+        return ["-", "-"]
     return [
-        f"{m['servers_cpus']:.1f} / {m['machine_busy_cpus']:.1f}",
+        f"{m['servers_cpus']:.1f} / {m['clients_cpus']:.1f} / {m['db_redis_cpus']:.1f} / "
+        f"{m['machine_busy_cpus']:.1f}",
         f"{m['other_cpus']:.1f}",
     ]
 
@@ -1558,8 +1562,8 @@ def series_table(series: list[dict[str, Any]]) -> str:
         "frames == stored, ids 1..n in order",
         "4000 closes",
         "errors",
-        "CPUs busy: servers / all",
-        "CPUs other load",
+        "CPUs: app / clients / db+redis / all",
+        "CPUs: other load",
     ]
     rows = []
     for r in series:
@@ -1596,8 +1600,8 @@ def fanout_table(results: list[dict[str, Any]]) -> str:
         "listeners with 1..n in order",
         "4000 closes",
         "errors",
-        "CPUs busy: servers / all",
-        "CPUs other load",
+        "CPUs: app / clients / db+redis / all",
+        "CPUs: other load",
     ]
     rows = []
     for r in results:
