@@ -1,6 +1,8 @@
 """Benchmark the capture path on both backends; `make bench` runs this.
 
     .venv/bin/python bench/run.py [--quick] [--only sqlite|postgres] [--duration SECONDS]
+    .venv/bin/python bench/run.py --processes 1,2,4 [--fanout]     # `make bench-scale`
+    .venv/bin/python bench/run.py --fanout [--only sqlite|postgres]
 
 For each mode, the embedded default (SQLite + in-memory channel layer, a fresh temporary
 DATA_DIR) and PostgreSQL + Redis (a fresh database created for the run and dropped after; Redis
@@ -13,6 +15,14 @@ db 14), it measures:
 2. Latency: open-loop POST -> websocket frame latency at fixed rates (bench/latency.py).
 3. Memory: the server's RSS after a warm-up and after 100k more captures, pruning on.
 4. Database bytes per capture.
+
+--processes N1,N2,... measures instead, for each N, N app processes on PostgreSQL + Redis under
+N load generators (a bin, a wrk and a JSON-stream listener each; the listener on another
+process than its wrk's, so every capture crosses Redis): stored/s in total, its ratio to the
+first N, whether every listener got ids 1..n in order, errors. --fanout measures 100 listeners
+on one bin at 200 captures/s (bench/fanout.py) on each mode. Those runs pin nothing: N
+processes on one CPU would say nothing about scaling; the CPU use of the app, the clients,
+PostgreSQL and Redis and of anything else is reported beside the figures.
 
 The machine may be shared: each measurement also records how much of CPU 0 other processes
 used meanwhile, and one where that exceeds 10% is taken again (3 tries at most, the quietest
@@ -1096,7 +1106,12 @@ def measure_memory(
 
 
 def start_processes(
-    label: str, count: int, env: dict[str, str], workdir: Path, config: Config, stack: Any
+    label: str,
+    count: int,
+    env: dict[str, str],
+    workdir: Path,
+    config: Config,
+    stack: contextlib.ExitStack,
 ) -> list[Server]:
     """`count` app processes as `make run` starts one, all with the same environment
     (DATABASE_URL, REDIS_URL, SECRET_KEY, DATA_DIR), none pinned."""
@@ -1691,7 +1706,7 @@ def main() -> int:
     host = machine()  # before the run: the commit measured, the load average at the start
     dirty = " with uncommitted changes" if host["git_dirty"] else ""
     log(f"app at commit {host['git_commit'][:9]}{dirty}")
-    runs = [*config.modes]
+    runs = [f"modes {', '.join(config.modes)}"] if config.modes else []
     runs += [f"{','.join(map(str, config.processes))} processes"] if config.processes else []
     runs += [f"fan-out on {','.join(config.fanout_modes)}"] if config.fanout_modes else []
     log(f"bench: {'; '.join(runs)}{' (quick)' if config.quick else ''}")
@@ -1746,7 +1761,13 @@ def main() -> int:
     failed = any(r["errors"] for r in results) or any(
         "failed" in r or r["errors"] or not r["frames_match_stored"] for r in series
     )
-    failed = failed or any("failed" in r or r["delivered"] < r["expected"] for r in fanouts)
+    failed = failed or any(
+        "failed" in r
+        or r["delivered"] < r["expected"]
+        or r["listeners_complete_in_order"] < r["listeners"]
+        or r["non2xx"] + r["errors"] + r["server_errors_logged"]
+        for r in fanouts
+    )
     return 1 if failed else 0
 
 
