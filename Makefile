@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run cluster test lint format bench clean
+.PHONY: run cluster test lint format bench bench-scale clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,16 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The benchmarks (bench/README.md): both modes, then memory under big and slow clients; both
+# run even if the first fails, and the target fails if either did.
 bench: $(BIN)/.installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py; status=$$?; $(BIN)/python bench/memory.py || status=1; exit $$status
+
+# N app processes on PostgreSQL + Redis for each N of BENCH_PROCESSES, then the fan-out to 100
+# listeners (e.g. BENCH_PROCESSES=1,2,4,8 make bench-scale on a machine with 8+ cores).
+BENCH_PROCESSES ?= 1,2,4
+bench-scale: $(BIN)/.installed
+	$(BIN)/python bench/run.py --processes $(BENCH_PROCESSES) --fanout
 
 clean:
 	rm -rf $(VENV) data/test-*.sqlite3*

@@ -3,18 +3,23 @@
     .venv/bin/python bench/memory.py [--settle SECONDS] [--phases uploads,list,streams]
                                      [--database-url postgres://...]
 
+`make bench` runs it after bench/run.py. It ends with two plain verdicts: the server's RSS
+stayed under 400 MB throughout (the peak), and it came back near its start (the end within
+25 MB of the start); the exit status is 1 when either fails.
+
 Starts the real server as `make run` starts it (SQLite unless --database-url names an empty
 PostgreSQL database, in-memory channel layer, a temporary DATA_DIR, default settings) and
 reads its RSS from /proc/<pid>/status at the start, every 50 ms during each phase (the peak)
 and a few seconds after each phase (what stayed):
 
 1. uploads: 20 parallel POSTs of 8 MiB each to one bin.
-2. list:    GET /api/bins/<token>/captures?limit=500 over that bin (20 captures of 8 MiB; their
-            bodies are inlined in the list, so this stays big until lists omit large bodies).
+2. list:    GET /api/bins/<token>/captures?limit=500 over that bin (20 captures of 8 MiB): lists
+            leave bodies over INLINE_BODY_BYTES (64 KiB) out, so this must stay small.
 3. streams: 20 JSON stream clients that never read (small receive buffers) while 16 KiB
             captures arrive at 100/s for 10 s; then they go away.
 
-Every server and client started here is stopped at the end, on error too. Only 127.0.0.1.
+RSS is in MB (10^6 bytes) throughout. Every server and client started here is stopped at the
+end, on error too. Only 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -43,14 +48,16 @@ STREAM_CLIENTS = 20
 STREAM_RATE = 100  # captures per second
 STREAM_SECONDS = 10.0
 STREAM_BODY_BYTES = 16 * 1024
+PEAK_LIMIT_MB = 400.0  # the server's RSS must stay under this throughout
+NEAR_START_MB = 25.0  # and come back within this of where it started
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def mib(kib: int) -> str:
-    return f"{kib / 1024:7.1f} MiB"
+def mb(kib: int) -> str:
+    return f"{kib * 1024 / 1e6:7.1f} MB"
 
 
 class Sampler:
@@ -74,23 +81,26 @@ class Sampler:
         return self.peak
 
 
-def phase(name: str, pid: int, settle: float, action: Callable[[], str]) -> dict[str, object]:
+def phase(
+    name: str, pid: int, settle: float, action: Callable[[], tuple[str, bool]]
+) -> dict[str, object]:
+    """Run one phase (its action says what happened and whether every request got its 2xx)."""
     before = rss_kib(pid)["VmRSS"]
     sampler = Sampler(pid)
     started = time.monotonic()
-    note = action()
+    note, ok = action()
     took = time.monotonic() - started
     peak = sampler.stop()
     time.sleep(settle)
     after = rss_kib(pid)["VmRSS"]
     log(
-        f"{name:8} before {mib(before)}  peak {mib(peak)}  after {settle:.0f} s {mib(after)}"
+        f"{name:8} before {mb(before)}  peak {mb(peak)}  after {settle:.0f} s {mb(after)}"
         f"  ({took:.1f} s; {note})"
     )
-    return {"phase": name, "before": before, "peak": peak, "after": after}
+    return {"phase": name, "before": before, "peak": peak, "after": after, "ok": ok}
 
 
-def uploads(base: str, token: str) -> str:
+def uploads(base: str, token: str) -> tuple[str, bool]:
     body = b"x" * UPLOAD_BYTES
 
     def post(_: int) -> int:
@@ -99,13 +109,18 @@ def uploads(base: str, token: str) -> str:
 
     with ThreadPoolExecutor(UPLOADS) as pool:
         statuses = list(pool.map(post, range(UPLOADS)))
-    return f"statuses {sorted(set(statuses))}"
+    return f"statuses {sorted(set(statuses))}", set(statuses) == {200}
 
 
-def big_list(base: str, token: str) -> str:
+def big_list(base: str, token: str) -> tuple[str, bool]:
     with httpx.Client(trust_env=False, timeout=300) as client:
         response = client.get(f"{base}/api/bins/{token}/captures", params={"limit": 500})
-    return f"status {response.status_code}, {len(response.content) / 2**20:.0f} MiB answer"
+    captures = response.json().get("captures", []) if response.status_code == 200 else []
+    omitted = sum(1 for c in captures if c.get("body_omitted"))
+    return (
+        f"status {response.status_code}, {len(response.content) / 1e6:.2f} MB answer, "
+        f"{len(captures)} captures, {omitted} bodies left out"
+    ), response.status_code == 200
 
 
 def open_stream(port: int, token: str) -> socket.socket:
@@ -132,15 +147,16 @@ def open_stream(port: int, token: str) -> socket.socket:
     return s
 
 
-def streams(base: str, port: int, token: str) -> str:
+def streams(base: str, port: int, token: str) -> tuple[str, bool]:
     clients = [open_stream(port, token) for _ in range(STREAM_CLIENTS)]
     body = b"y" * STREAM_BODY_BYTES
     sent = 0
+    statuses: set[int] = set()
     try:
         with httpx.Client(trust_env=False, timeout=30) as client:
             started = time.monotonic()
             while time.monotonic() - started < STREAM_SECONDS:
-                client.post(f"{base}/{token}", content=body)
+                statuses.add(client.post(f"{base}/{token}", content=body).status_code)
                 sent += 1
                 pause = started + sent / STREAM_RATE - time.monotonic()
                 if pause > 0:
@@ -148,7 +164,10 @@ def streams(base: str, port: int, token: str) -> str:
     finally:
         for s in clients:
             s.close()
-    return f"{sent} captures to {STREAM_CLIENTS} clients that never read, then closed"
+    return (
+        f"{sent} captures (statuses {sorted(statuses)}) to {STREAM_CLIENTS} clients that "
+        "never read, then closed"
+    ), statuses == {200}
 
 
 def main() -> int:
@@ -189,7 +208,7 @@ def main() -> int:
                 client.delete(f"{base}/api/bins/{live}/captures")
             time.sleep(1)
             start = rss_kib(proc.pid)
-            log(f"start    {mib(start['VmRSS'])}")
+            log(f"start    {mb(start['VmRSS'])}")
             actions = {
                 "uploads": lambda: uploads(base, big),
                 "list": lambda: big_list(base, big),
@@ -199,16 +218,15 @@ def main() -> int:
                 phase(name, proc.pid, args.settle, actions[name]) for name in args.phases.split(",")
             ]
             end = rss_kib(proc.pid)
-            log(f"end      {mib(end['VmRSS'])}  (high-water mark {mib(end['VmHWM'])})")
+            log(f"end      {mb(end['VmRSS'])}  (high-water mark {mb(end['VmHWM'])})")
             print()
             print("| phase | before | peak | after |")
             print("|---|---|---|---|")
             for r in results:
-                cells = [mib(int(str(r[k]))).strip() for k in ("before", "peak", "after")]
+                cells = [mb(int(str(r[k]))).strip() for k in ("before", "peak", "after")]
                 print(f"| {r['phase']} | " + " | ".join(cells) + " |")
-            print(
-                f"| start → end | {mib(start['VmRSS']).strip()} | | {mib(end['VmRSS']).strip()} |"
-            )
+            print(f"| start → end | {mb(start['VmRSS']).strip()} | | {mb(end['VmRSS']).strip()} |")
+            failed = verdicts(start, end, results)
         finally:
             proc.terminate()
             try:
@@ -218,7 +236,30 @@ def main() -> int:
                 proc.wait(10)
             if proc.returncode not in (0, -15):
                 print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
-    return 0
+    return 1 if failed else 0
+
+
+def verdicts(start: dict[str, int], end: dict[str, int], results: list[dict[str, object]]) -> bool:
+    """Print the plain answers; True when one of them is no."""
+    # VmHWM is the kernel's own peak of RSS, warm-up included: nothing between the samples is
+    # missed.
+    peak_mb = end["VmHWM"] * 1024 / 1e6
+    start_mb = start["VmRSS"] * 1024 / 1e6
+    end_mb = end["VmRSS"] * 1024 / 1e6
+    under = peak_mb < PEAK_LIMIT_MB
+    back = end_mb - start_mb <= NEAR_START_MB
+    answered = all(r["ok"] for r in results)
+    print()
+    print(
+        f"RSS stayed under {PEAK_LIMIT_MB:g} MB: {'yes' if under else 'NO'} "
+        f"(high-water mark {peak_mb:.1f} MB)"
+    )
+    print(
+        f"RSS came back near its start: {'yes' if back else 'NO'} ({start_mb:.1f} MB -> "
+        f"{end_mb:.1f} MB, {end_mb - start_mb:+.1f} MB; near = within {NEAR_START_MB:g} MB)"
+    )
+    print(f"every request answered as expected: {'yes' if answered else 'NO'}")
+    return not (under and back and answered)
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:

@@ -1,6 +1,8 @@
 """Benchmark the capture path on both backends; `make bench` runs this.
 
     .venv/bin/python bench/run.py [--quick] [--only sqlite|postgres] [--duration SECONDS]
+    .venv/bin/python bench/run.py --processes 1,2,4 [--fanout]     # `make bench-scale`
+    .venv/bin/python bench/run.py --fanout [--only sqlite|postgres]
 
 For each mode, the embedded default (SQLite + in-memory channel layer, a fresh temporary
 DATA_DIR) and PostgreSQL + Redis (a fresh database created for the run and dropped after; Redis
@@ -13,6 +15,14 @@ db 14), it measures:
 2. Latency: open-loop POST -> websocket frame latency at fixed rates (bench/latency.py).
 3. Memory: the server's RSS after a warm-up and after 100k more captures, pruning on.
 4. Database bytes per capture.
+
+--processes N1,N2,... measures instead, for each N, N app processes on PostgreSQL + Redis under
+N load generators (a bin, a wrk and a JSON-stream listener each; the listener on another
+process than its wrk's, so every capture crosses Redis): stored/s in total, its ratio to the
+first N, whether every listener got ids 1..n in order, errors. --fanout measures 100 listeners
+on one bin at 200 captures/s (bench/fanout.py) on each mode. Those runs pin nothing: N
+processes on one CPU would say nothing about scaling; the CPU use of the app, the clients,
+PostgreSQL and Redis and of anything else is reported beside the figures.
 
 The machine may be shared: each measurement also records how much of CPU 0 other processes
 used meanwhile, and one where that exceeds 10% is taken again (3 tries at most, the quietest
@@ -30,6 +40,7 @@ import json
 import os
 import platform
 import queue
+import secrets
 import shlex
 import shutil
 import signal
@@ -42,7 +53,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -59,6 +71,7 @@ PYTHON = str(BIN / "python")
 DAPHNE = str(BIN / "daphne")
 HOST = "127.0.0.1"
 SERVER_CPU = 0
+ALL_CPUS = os.sched_getaffinity(0)  # what this process may use when it starts
 CLIENT_CPU = 1
 
 APP = "inspector.asgi:application"
@@ -122,12 +135,31 @@ class Config:
     memory_seconds: float
     retry_budget_s: float
     daphne_flags: list[str]
+    processes: list[int]
+    fanout_modes: list[str]
+    fanout_listeners: int
+    fanout_rate: float
+    fanout_seconds: float
 
 
 def parse_args() -> Config:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases (under 2 minutes)")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="run one mode only")
+    parser.add_argument(
+        "--processes",
+        help="instead of the modes: N app processes on PostgreSQL + Redis with N load "
+        "generators, for each N of this comma-separated list (e.g. 1,2,4)",
+    )
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="instead of the modes: many JSON-stream listeners on one bin (bench/fanout.py), "
+        "on each mode (--only picks one)",
+    )
+    parser.add_argument("--fanout-listeners", type=int, default=100)
+    parser.add_argument("--fanout-rate", type=float, default=200.0, help="captures per second")
+    parser.add_argument("--fanout-seconds", type=float, help="seconds at that rate")
     parser.add_argument("--duration", type=float, help="seconds of each measured wrk run")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--rates", help="latency rates per second, comma separated")
@@ -152,9 +184,15 @@ def parse_args() -> Config:
         if urlsplit(url).hostname != HOST:
             parser.error(f"{url}: only {HOST} may be used")
     rates = args.rates or ("200,800" if quick else "100,200,400,800")
+    modes = [args.only] if args.only else ["sqlite", "postgres"]
+    processes = [int(n) for n in (args.processes or "").split(",") if n.strip()]
+    if any(n < 1 for n in processes):
+        parser.error("--processes: counts of at least 1")
+    # --processes and --fanout are runs of their own: the modes run when neither is asked for.
+    own_runs = bool(processes or args.fanout)
     return Config(
         quick=quick,
-        modes=[args.only] if args.only else ["sqlite", "postgres"],
+        modes=[] if own_runs else modes,
         duration=args.duration or (4.0 if quick else 10.0),
         warmup=1.0 if quick else 2.0,
         connections=args.connections,
@@ -170,6 +208,11 @@ def parse_args() -> Config:
         memory_seconds=40.0 if quick else 150.0,
         retry_budget_s=10.0 if quick else 60.0,
         daphne_flags=make_run_flags(),
+        processes=processes,
+        fanout_modes=modes if args.fanout else [],
+        fanout_listeners=args.fanout_listeners,
+        fanout_rate=args.fanout_rate,
+        fanout_seconds=args.fanout_seconds or (5.0 if quick else 10.0),
     )
 
 
@@ -343,6 +386,100 @@ class CpuWindow:
             # Load generator, listener and anything else there (PostgreSQL, Redis are unpinned):
             # near 100%, the client side, not the server, limits the figure.
             "client_cpu_busy": client / wall if wall else 0.0,
+        }
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle time of all CPUs since boot (user, nice, system, irq, softirq, steal)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(ticks[i] for i in (0, 1, 2, 5, 6, 7)) / os.sysconf("SC_CLK_TCK")
+
+
+def children_seconds() -> float:
+    """CPU time of the children this process has waited for (wrk, fanout.py and its workers)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def redis_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "redis-server":
+                    pids.append(int(entry.name))
+    return pids
+
+
+class MachineWindow:
+    """CPU use over a window of a run that pins nothing: the whole machine's, the app servers',
+    what this bench started besides them (load generators, listeners: children reaped by the
+    end of the window, or `client_pids`), PostgreSQL's (the backends of the bench database and
+    the server's own background processes) and Redis's; "other" is the rest: load that is not
+    this run's (e.g. another user's tests). All in CPUs, i.e. CPU seconds per second."""
+
+    def __init__(
+        self, servers: list[Server], client_pids: list[int], store: Store | None, redis: bool
+    ) -> None:
+        self.servers = [s.pid for s in servers]
+        self.client_pids = client_pids
+        self.store = store
+        self.redis = redis
+        self.start = self._read()
+
+    def _services(self) -> list[int]:
+        pids = redis_pids() if self.redis else []
+        if self.store is not None and self.store.kind == "postgres":
+            rows = self.store.query(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() OR backend_type <> 'client backend'"
+            )
+            pids += [int(r[0]) for r in rows]
+        return pids
+
+    def _read(self) -> dict[str, Any]:
+        def cpu_of(pids: list[int]) -> dict[int, float]:
+            found = {}
+            for pid in pids:
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    found[pid] = cpu_seconds(pid)
+            return found
+
+        return {
+            "wall": time.monotonic(),
+            "busy": machine_busy_seconds(),
+            "children": children_seconds(),
+            "servers": cpu_of(self.servers),
+            "clients": cpu_of(self.client_pids),
+            "services": cpu_of(self._services()),
+        }
+
+    def stop(self) -> dict[str, float]:
+        end = self._read()
+        wall = end["wall"] - self.start["wall"]
+
+        def used(name: str) -> float:
+            # Processes alive at both ends; one that came and went meanwhile is missed (small).
+            return sum(
+                t - self.start[name][pid] for pid, t in end[name].items() if pid in self.start[name]
+            )
+
+        servers = used("servers")
+        clients = used("clients") + end["children"] - self.start["children"]
+        services = used("services")
+        busy = end["busy"] - self.start["busy"]
+        other = max(0.0, busy - servers - clients - services)
+        cpus = os.cpu_count() or 1
+        return {
+            "wall_s": wall,
+            "machine_cpus": cpus,
+            "machine_busy_cpus": busy / wall,
+            "servers_cpus": servers / wall,
+            "clients_cpus": clients / wall,
+            "db_redis_cpus": services / wall,
+            "other_cpus": other / wall,
+            # What `quietest` judges: the share of the machine that other load took.
+            "other_load_share": other / wall / cpus,
         }
 
 
@@ -537,16 +674,14 @@ class Store:
         return int(rows[0][0])
 
     def captures(self, bin_id: int) -> tuple[int, int]:
-        """(rows, highest id) of a bin's captures."""
+        """(rows, highest number) of a bin's captures: the number (`seq`) is the public id the
+        streams send, 1, 2, 3... per bin, never reused, so it also counts the bin's captures
+        stored so far, pruned ones included."""
         rows = self.query(
-            "SELECT count(*), coalesce(max(id), 0) FROM bins_capture WHERE bin_id = %s",
+            "SELECT count(*), coalesce(max(seq), 0) FROM bins_capture WHERE bin_id = %s",
             (bin_id,),
         )
         return int(rows[0][0]), int(rows[0][1])
-
-    def last_id(self) -> int:
-        """The highest capture id of any bin: captures stored by this instance so far."""
-        return int(self.query("SELECT coalesce(max(id), 0) FROM bins_capture")[0][0])
 
     def size(self) -> dict[str, Any]:
         rows = self.query("SELECT count(*) FROM bins_capture")
@@ -660,13 +795,30 @@ def settle(store: Store, bin_id: int, listener: Listener, timeout: float = 30.0)
         time.sleep(0.3)
 
 
+def in_order(count: dict[str, Any], rows: int) -> bool:
+    """A listener that connected to a new, unpruned bin got captures 1..rows, each once, in
+    order (its count from bench/ws_listener.py)."""
+    return (
+        count["frames"] == count["distinct"] == rows
+        and (count["max_id"] or 0) == rows
+        and count["gaps"] == 0
+        and count["out_of_order"] == 0
+    )
+
+
 # Seconds that repeated measurements may still take in this run (set from the config in main).
 _retry_budget_left = 0.0
 
 
-def quietest(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a measurement; while other processes took over NOISY of the server's CPU during it,
-    run it again (at most MAX_TRIES in all) and keep the quietest run."""
+def quietest(
+    name: str,
+    measure: Callable[[], dict[str, Any]],
+    key: str = "other_load_on_server_cpu",
+    where: str = f"CPU {SERVER_CPU}",
+) -> dict[str, Any]:
+    """Run a measurement; while other processes took over NOISY of the server's CPU (`key`: of
+    the whole machine for the unpinned runs) during it, run it again (at most MAX_TRIES in all)
+    and keep the quietest run."""
     global _retry_budget_left
     best: dict[str, Any] | None = None
     for attempt in range(1, MAX_TRIES + 1):
@@ -675,15 +827,15 @@ def quietest(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]
         if attempt > 1:
             _retry_budget_left -= time.monotonic() - started
         result["attempt"] = attempt
-        other = result.get("other_load_on_server_cpu", 0.0)
-        if best is None or other < best.get("other_load_on_server_cpu", 0.0):
+        other = result.get(key, 0.0)
+        if best is None or other < best.get(key, 0.0):
             best = result
         if other <= NOISY:
             break
         if attempt == MAX_TRIES or _retry_budget_left <= 0:
-            log(f"{name}: other processes used {other:.0%} of CPU {SERVER_CPU}: kept as noisy")
+            log(f"{name}: other processes used {other:.0%} of {where}: kept as noisy")
             break
-        log(f"{name}: other processes used {other:.0%} of CPU {SERVER_CPU}: measuring again")
+        log(f"{name}: other processes used {other:.0%} of {where}: measuring again")
     assert best is not None
     return best
 
@@ -752,8 +904,9 @@ def measure_throughput(
             "frames_total": after.listener["frames"],
             "frames_distinct_total": after.listener["distinct"],
             "rows_total": after.rows,
-            "frames_match_stored": frames == stored
-            and after.listener["frames"] == after.listener["distinct"] == after.rows,
+            # The bin is new and never pruned here, so the listener must have seen 1..rows,
+            # each once, in order.
+            "frames_match_stored": frames == stored and in_order(after.listener, after.rows),
             "settled": before.settled and after.settled,
             "stored_per_s": stored / result.duration_s,
             "cpu_us_per_capture": cpu["server_cpu_s"] / stored * 1e6 if stored else None,
@@ -888,7 +1041,6 @@ def measure_memory(
     listener = Listener(f"ws://{HOST}:{server.port}/ws/bins/{token}/json/", config)
     stack.callback(listener.close)
     url = f"{server.base}/{token}"
-    start_id = store.last_id()  # ids are never reused (SQLite AUTOINCREMENT, PG sequences)
 
     # (seconds, captures since the phase began, RSS KiB, frames behind), about once a second.
     samples: list[tuple[float, int, int, int]] = []
@@ -896,10 +1048,10 @@ def measure_memory(
 
     def reached(count: int) -> Callable[[], bool]:
         def check() -> bool:
-            done = max(store.captures(bin_id)[1], start_id) - start_id
+            done = store.captures(bin_id)[1]  # a new bin: its captures are numbered from 1
             now = time.monotonic() - began
             if not samples or now - samples[-1][0] >= 1.0:
-                behind = done + start_id - (listener.count().get("max_id") or start_id)
+                behind = done - (listener.count().get("max_id") or 0)
                 samples.append((round(now, 1), done, rss_kib(server.pid)["VmRSS"], behind))
             return done >= count
 
@@ -923,7 +1075,6 @@ def measure_memory(
     return {
         "captures_at_first_reading": first.max_id,
         "captures_at_second_reading": second.max_id,
-        "captures_before_phase": start_id,
         "captures_between": second.max_id - first.max_id,
         "captures_target": config.memory_captures,
         "reached_target": second.max_id - first.max_id >= config.memory_captures,
@@ -949,6 +1100,235 @@ def measure_memory(
         "db_after_pruning": size,
         "pg_autovacuum": store.query("SHOW autovacuum")[0][0] if store.kind == "postgres" else None,
     }
+
+
+# Several processes, fan-out (nothing pinned) --------------------------------------------------
+
+
+def start_processes(
+    label: str,
+    count: int,
+    env: dict[str, str],
+    workdir: Path,
+    config: Config,
+    stack: contextlib.ExitStack,
+) -> list[Server]:
+    """`count` app processes as `make run` starts one, all with the same environment
+    (DATABASE_URL, REDIS_URL, SECRET_KEY, DATA_DIR), none pinned."""
+    unpinned = replace(config, pin=False)
+    servers = []
+    for i in range(1, count + 1):
+        server = start_daphne(f"{label}-{i}", APP, env, workdir, unpinned, "/healthz")
+        stack.callback(server.stop)
+        servers.append(server)
+    return servers
+
+
+def logged_errors(servers: list[Server]) -> int:
+    """Tracebacks and ERROR lines the servers logged (stderr, Django's logging)."""
+    count = 0
+    for server in servers:
+        with contextlib.suppress(OSError):
+            for line in server.log_path.read_text(errors="replace").splitlines():
+                count += "Traceback" in line or " ERROR " in line or line.startswith("ERROR")
+    return count
+
+
+def measure_processes(
+    count: int, config: Config, workdir: Path, stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """`count` app processes on PostgreSQL + Redis, and `count` load generators: one bin each,
+    wrk posting to process i, the bin's JSON-stream listener connected to process i+1 (so every
+    capture reaches its listener through Redis; with one process, through Redis to itself)."""
+    unpinned = replace(config, pin=False)
+    store = make_store("postgres", f"processes{count}", workdir, config, stack)
+    env = store.env(config, CAPTURES_PER_BIN=NO_PRUNING, SECRET_KEY=secrets.token_urlsafe(40))
+    migrate(env)
+    servers = start_processes(f"postgres-p{count}", count, env, workdir, config, stack)
+    tokens = [create_bin(server) for server in servers]
+    bin_ids = [store.bin_id(token) for token in tokens]
+    listeners = []
+    for i, token in enumerate(tokens):
+        other = servers[(i + 1) % count]
+        listener = Listener(f"ws://{HOST}:{other.port}/ws/bins/{token}/json/", unpinned)
+        stack.callback(listener.close)
+        listeners.append(listener)
+    urls = [f"{server.base}/{token}" for server, token in zip(servers, tokens, strict=True)]
+
+    def load(seconds: float) -> list[WrkResult]:
+        with ThreadPoolExecutor(count) as pool:
+            return list(pool.map(lambda url: run_wrk(url, seconds, unpinned), urls))
+
+    def measure() -> dict[str, Any]:
+        before = [settle(store, b, x) for b, x in zip(bin_ids, listeners, strict=True)]
+        window = MachineWindow(servers, [x.proc.pid for x in listeners], store, redis=True)
+        results = load(config.duration)
+        cpu = window.stop()
+        after = [settle(store, b, x) for b, x in zip(bin_ids, listeners, strict=True)]
+        generators = []
+        for wrk, b, a in zip(results, before, after, strict=True):
+            stored = a.rows - b.rows
+            frames = a.listener["frames"] - b.listener["frames"]
+            generators.append(
+                {
+                    "stored": stored,
+                    "answered_2xx": wrk.status_2xx,
+                    # wrk stops with up to one request per connection in flight: stored.
+                    "stored_matches_answered": 0 <= stored - wrk.status_2xx <= config.connections,
+                    "frames": frames,
+                    "frames_match_stored": frames == stored and in_order(a.listener, a.rows),
+                    "listener": a.listener,
+                    "settled": b.settled and a.settled,
+                    "stored_per_s": stored / wrk.duration_s if wrk.duration_s else 0.0,
+                    "wrk": asdict(wrk),
+                }
+            )
+        stored = sum(g["stored"] for g in generators)
+        return {
+            "processes": count,
+            "stored": stored,
+            "stored_per_s": sum(g["stored_per_s"] for g in generators),
+            "stored_matches_answered": all(g["stored_matches_answered"] for g in generators),
+            "frames_match_stored": all(g["frames_match_stored"] for g in generators),
+            "frames": sum(g["frames"] for g in generators),
+            "closes_4000": sum(g["listener"]["closes_4000"] for g in generators),
+            "non2xx": sum(g["wrk"]["non2xx"] for g in generators),
+            "socket_errors": sum(g["wrk"]["socket_errors"] for g in generators),
+            "streams_ended": [
+                g["listener"]["closed"] for g in generators if g["listener"]["closed"]
+            ],
+            "settled": all(g["settled"] for g in generators),
+            **cpu,
+            "generators": generators,
+        }
+
+    load(config.warmup)
+    measured = quietest(f"{count} processes", measure, key="other_load_share", where="the machine")
+    measured["server_errors_logged"] = logged_errors(servers)
+    measured["errors"] = (
+        measured["non2xx"]
+        + measured["socket_errors"]
+        + len(measured["streams_ended"])
+        + measured["server_errors_logged"]
+    )
+    return measured
+
+
+def run_processes(config: Config, workdir: Path) -> list[dict[str, Any]]:
+    """The --processes series; each count on a fresh database, the ratio to the first count."""
+    series: list[dict[str, Any]] = []
+    for url in (config.pg_url, config.redis_url):
+        if not reachable(url):
+            return [{"processes": None, "failed": f"{url} is not reachable"}]
+    for count in config.processes:
+        log(f"{count} processes on PostgreSQL + Redis, {count} load generators")
+        try:
+            with contextlib.ExitStack() as stack:
+                run_dir = workdir / f"processes{count}"
+                run_dir.mkdir()
+                result = measure_processes(count, config, run_dir, stack)
+        except Exception as exc:  # recorded; the next count still runs
+            log(f"{count} processes failed: {type(exc).__name__}: {exc}")
+            series.append({"processes": count, "failed": f"{type(exc).__name__}: {exc}"})
+            continue
+        log(f"{count} processes: {result['stored_per_s']:,.0f} stored/s")
+        series.append(result)
+    ok = [r for r in series if "stored_per_s" in r]
+    for r in ok:
+        r["ratio_to_first"] = (
+            r["stored_per_s"] / ok[0]["stored_per_s"] if ok[0]["stored_per_s"] else None
+        )
+        r["ratio_base_processes"] = ok[0]["processes"]
+    return series
+
+
+def measure_fanout(
+    mode: str, config: Config, workdir: Path, stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """bench/fanout.py against a default-configured instance: one process on SQLite with the
+    in-memory layer, two on PostgreSQL + Redis (POSTs to the first, listeners on both)."""
+    count = 1 if mode == "sqlite" else 2
+    store = make_store(mode, "fanout", workdir, config, stack)
+    env = store.env(config, SECRET_KEY=secrets.token_urlsafe(40))
+    migrate(env)
+    servers = start_processes(f"{mode}-fanout", count, env, workdir, config, stack)
+
+    def measure() -> dict[str, Any]:
+        token = create_bin(servers[0])  # a new bin per try: the listeners check ids 1..n
+        command = [
+            PYTHON,
+            str(BENCH / "fanout.py"),
+            "--ports",
+            ",".join(str(s.port) for s in servers),
+            "--token",
+            token,
+            "--listeners",
+            str(config.fanout_listeners),
+            "--rate",
+            f"{config.fanout_rate:g}",
+            "--seconds",
+            str(config.fanout_seconds),
+        ]
+        # The CPU accounting covers the timed part only, which fanout.py announces.
+        window: MachineWindow | None = None
+        cpu: dict[str, float] = {}
+        found: dict[str, Any] = {}
+        stderr_path = workdir / "fanout.stderr"
+        with stderr_path.open("w") as stderr:
+            proc = subprocess.Popen(
+                command, env=base_env(), stdout=subprocess.PIPE, stderr=stderr, text=True
+            )
+        watchdog = threading.Timer(config.fanout_seconds + 180, proc.kill)
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                data = json.loads(line)
+                if data["event"] == "measuring":
+                    window = MachineWindow(servers, data["pids"], store, mode == "postgres")
+                elif data["event"] == "measured" and window is not None:
+                    cpu = window.stop()
+                elif data["event"] == "fanout":
+                    found = data
+            proc.wait()
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode != 0 or not found:
+            error = stderr_path.read_text(errors="replace")[-3000:]
+            raise BenchError(f"fanout.py failed ({proc.returncode}):\n{error}")
+        return {**found, **cpu}
+
+    result = quietest(f"{mode} fan-out", measure, key="other_load_share", where="the machine")
+    result["mode"] = mode
+    result["server_errors_logged"] = logged_errors(servers)
+    return result
+
+
+def run_fanout(config: Config, workdir: Path) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    for mode in config.fanout_modes:
+        if mode == "postgres" and not all(map(reachable, (config.pg_url, config.redis_url))):
+            results.append({"mode": mode, "failed": "PostgreSQL or Redis is not reachable"})
+            continue
+        log(
+            f"{mode}: fan-out, {config.fanout_listeners} listeners at "
+            f"{config.fanout_rate:g} captures/s for {config.fanout_seconds:g} s"
+        )
+        try:
+            with contextlib.ExitStack() as stack:
+                run_dir = workdir / f"fanout-{mode}"
+                run_dir.mkdir()
+                result = measure_fanout(mode, config, run_dir, stack)
+        except Exception as exc:
+            log(f"{mode} fan-out failed: {type(exc).__name__}: {exc}")
+            results.append({"mode": mode, "failed": f"{type(exc).__name__}: {exc}"})
+            continue
+        log(f"{mode}: fan-out p99 {result['p99_ms'] or 0:.1f} ms")
+        results.append(result)
+    return results
 
 
 def run_mode(mode: str, config: Config, workdir: Path) -> dict[str, Any]:
@@ -1165,6 +1545,112 @@ def print_summary(results: list[dict[str, Any]], config: Config) -> str:
     return text
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cpu_cells(m: dict[str, Any]) -> list[str]:
+    """CPUs busy (CPU seconds per second) during the timed part: see MachineWindow."""
+    if "machine_busy_cpus" not in m:
+        return ["-", "-"]
+    return [
+        f"{m['servers_cpus']:.1f} / {m['clients_cpus']:.1f} / {m['db_redis_cpus']:.1f} / "
+        f"{m['machine_busy_cpus']:.1f}",
+        f"{m['other_cpus']:.1f}",
+    ]
+
+
+def series_table(series: list[dict[str, Any]]) -> str:
+    base = next((r for r in series if "stored_per_s" in r), None)
+    ratio_name = (
+        f"ratio to {base['processes']} process{'es' if base['processes'] > 1 else ''}"
+        if base
+        else "ratio"
+    )
+    header = [
+        "processes",
+        "stored/s",
+        ratio_name,
+        "stored == answered",
+        "frames == stored, ids 1..n in order",
+        "4000 closes",
+        "errors",
+        "CPUs: app / clients / db+redis / all",
+        "CPUs: other load",
+    ]
+    rows = []
+    for r in series:
+        if "failed" in r:
+            rows.append([str(r["processes"]), f"FAILED: {r['failed'][:80]}", *[""] * 7])
+            continue
+        rows.append(
+            [
+                str(r["processes"]),
+                fmt(r["stored_per_s"]),
+                fmt(r.get("ratio_to_first"), ".2f") + "x",
+                fmt(r["stored_matches_answered"]),
+                f"{fmt(r['frames_match_stored'])} ({r['frames']:,})",
+                str(r["closes_4000"]),
+                str(r["errors"]),
+                *cpu_cells(r),
+            ]
+        )
+    return markdown(header, rows)
+
+
+FANOUT_NAMES = {
+    "sqlite": "SQLite + in-memory layer, 1 process",
+    "postgres": "PostgreSQL + Redis, 2 processes",
+}
+
+
+def fanout_table(results: list[dict[str, Any]]) -> str:
+    header = [
+        "instance",
+        "listeners, captures/s",
+        "p50 / p99 / max ms",
+        "delivered / expected",
+        "listeners with 1..n in order",
+        "4000 closes",
+        "errors",
+        "CPUs: app / clients / db+redis / all",
+        "CPUs: other load",
+    ]
+    rows = []
+    for r in results:
+        name = FANOUT_NAMES.get(r["mode"], r["mode"])
+        if "failed" in r:
+            rows.append([name, f"FAILED: {r['failed'][:80]}", *[""] * 7])
+            continue
+        errors = r["non2xx"] + r["errors"] + len(r["streams_ended"]) + r["server_errors_logged"]
+        rows.append(
+            [
+                name,
+                f"{r['listeners']}, {r['rate']:g}/s",
+                f"{fmt(r['p50_ms'], '.1f')} / {fmt(r['p99_ms'], '.1f')} / "
+                f"{fmt(r['max_ms'], '.1f')}",
+                f"{r['delivered']:,} / {r['expected']:,}",
+                f"{r['listeners_complete_in_order']} of {r['listeners']}",
+                str(r["closes_4000"]),
+                str(errors),
+                *cpu_cells(r),
+            ]
+        )
+    return markdown(header, rows)
+
+
+def machine_line(host: dict[str, Any]) -> str:
+    usable = "" if host["cpus_usable"] == host["cpus"] else f", {host['cpus_usable']} usable"
+    dirty = " (uncommitted changes)" if host["git_dirty"] else ""
+    return (
+        f"machine: {host['cpus']} CPUs ({host['cpu_model'] or 'model unknown'}){usable}, app at "
+        f"{host['git_commit'][:9]}{dirty}; nothing pinned: app processes, wrk, listeners, "
+        "PostgreSQL and Redis share all CPUs"
+    )
+
+
 def machine() -> dict[str, Any]:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -1178,6 +1664,7 @@ def machine() -> dict[str, Any]:
                 break
     return {
         "cpus": os.cpu_count(),
+        "cpus_usable": len(ALL_CPUS),
         "cpu_model": cpu,
         "python": platform.python_version(),
         "git_commit": git("rev-parse", "HEAD"),
@@ -1219,15 +1706,44 @@ def main() -> int:
     host = machine()  # before the run: the commit measured, the load average at the start
     dirty = " with uncommitted changes" if host["git_dirty"] else ""
     log(f"app at commit {host['git_commit'][:9]}{dirty}")
-    log(f"bench: modes {', '.join(config.modes)}{' (quick)' if config.quick else ''}")
+    runs = [f"modes {', '.join(config.modes)}"] if config.modes else []
+    runs += [f"{','.join(map(str, config.processes))} processes"] if config.processes else []
+    runs += [f"fan-out on {','.join(config.fanout_modes)}"] if config.fanout_modes else []
+    log(f"bench: {'; '.join(runs)}{' (quick)' if config.quick else ''}")
+    log(f"{host['cpus']} CPUs ({host['cpu_model']})")
     results: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
+    fanouts: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="inspector-bench-") as tmp:
         for mode in config.modes:
             workdir = Path(tmp) / mode
             workdir.mkdir()
             results.append(run_mode(mode, config, workdir))
+        # The unpinned runs: this process and all it starts may use every CPU again (the
+        # modes kept it off the server's CPU, and children inherit that).
+        os.sched_setaffinity(0, ALL_CPUS)
+        if config.processes:
+            series = run_processes(config, Path(tmp))
+        if config.fanout_modes:
+            fanouts = run_fanout(config, Path(tmp))
     elapsed = (datetime.now() - started).total_seconds()
-    table = print_summary(results, config)
+    table = print_summary(results, config) if results else ""
+    if series or fanouts:
+        parts = [machine_line(host)]
+        if series:
+            parts.append(
+                f"{len(config.processes)} runs of {config.duration:g} s, wrk -t1 "
+                f"-c{config.connections} per load generator; every listener on another "
+                "process than its bin's load:\n\n" + series_table(series)
+            )
+        if fanouts:
+            parts.append(
+                f"fan-out, {config.fanout_seconds:g} s at the rate, default settings:\n\n"
+                + fanout_table(fanouts)
+            )
+        text = "\n\n".join(parts)
+        print("\n" + text + "\n", flush=True)
+        table = "\n\n".join(x for x in (table, text) if x)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{started:%Y%m%d-%H%M%S}.json"
     report = {
@@ -1236,11 +1752,23 @@ def main() -> int:
         "config": asdict(config),
         "machine": host,
         "results": results,
+        "processes": series,
+        "fanout": fanouts,
         "summary": table,
     }
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     log(f"done in {elapsed:.0f} s; results in {path.relative_to(ROOT)}")
-    return 1 if any(r["errors"] for r in results) else 0
+    failed = any(r["errors"] for r in results) or any(
+        "failed" in r or r["errors"] or not r["frames_match_stored"] for r in series
+    )
+    failed = failed or any(
+        "failed" in r
+        or r["delivered"] < r["expected"]
+        or r["listeners_complete_in_order"] < r["listeners"]
+        or r["non2xx"] + r["errors"] + r["server_errors_logged"]
+        for r in fanouts
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
