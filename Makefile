@@ -8,14 +8,22 @@ export HOST PORT
 
 .PHONY: run cluster test lint format bench bench-scale clean
 
-$(BIN)/.installed: pyproject.toml
+# `make run` installs the app alone; the test tools (the dev extra, and axe-core from npm for the
+# accessibility audit) come with `make test`.
+$(BIN)/.app: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-run: $(BIN)/.installed
+$(BIN)/.installed: $(BIN)/.app tests/package-lock.json
+	$(BIN)/pip install --quiet -e ".[dev]"
+	cd tests && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(BIN)/.app
 	$(BIN)/python manage.py migrate --noinput
+	@echo "Webhook Inspector: open $${PUBLIC_URL:-http://$(HOST):$(PORT)/} (Ctrl-C stops it)"
 	exec $(BIN)/daphne --bind $(HOST) --port $(PORT) --server-name '' --verbosity 0 inspector.asgi:application
 
 # N processes on PostgreSQL + Redis behind nginx, on this machine (scripts/cluster; N=2 by default).
@@ -47,4 +55,4 @@ bench-scale: $(BIN)/.installed
 	$(BIN)/python bench/run.py --processes $(BENCH_PROCESSES) --fanout
 
 clean:
-	rm -rf $(VENV) data/test-*.sqlite3*
+	rm -rf $(VENV) tests/node_modules data/test-*.sqlite3*

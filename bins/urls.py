@@ -11,6 +11,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("robots.txt", views.robots, name="robots"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("metrics", views.metrics_view, name="metrics"),
     path("bins/", views.new_bin, name="new"),
     path("bins/<token:token>/", views.inspect, name="inspect"),

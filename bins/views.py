@@ -6,6 +6,7 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_POST
 
 from . import display, events
@@ -202,6 +203,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def robots(request: HttpRequest) -> HttpResponse:
     """Bins are private to whoever holds their token: nothing here is for search engines."""
     return HttpResponse("User-agent: *\nDisallow: /\n", content_type="text/plain")
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Tools that ask for /favicon.ico without reading the page get the page's icon."""
+    return redirect(static("bins/favicon.svg"), permanent=True)
 
 
 @require_GET

@@ -145,3 +145,33 @@ def rows(page):
 def header_pairs(page) -> list[tuple[str, str]]:
     table = page.locator("#detail h3:has-text('Headers') + table.kv tr")
     return [(row.locator("th").inner_text(), row.locator("td").inner_text()) for row in table.all()]
+
+
+# --- accessibility -------------------------------------------------------------------------
+
+AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def axe_problems(page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
+    """axe-core's audit of the page as it is now: the violations of these impacts, one line each.
+
+    axe-core comes from npm (tests/package.json; `make test` runs `npm ci`). It is evaluated
+    through the DevTools protocol, which the page's CSP does not govern, so the page is audited
+    with its real CSP in force."""
+    if not AXE.exists():
+        message = f"{AXE} is missing (cd tests && npm ci)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the accessibility audit: {message}")
+        pytest.skip(message)
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text())
+    results = page.evaluate(
+        "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => ({"
+        "  id: v.id, impact: v.impact, help: v.help,"
+        "  nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)})))"
+    )
+    return [
+        f"{v['impact']} {v['id']} ({v['help']}): " + " | ".join(v["nodes"][:3])
+        for v in results
+        if v["impact"] in impacts
+    ]
