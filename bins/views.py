@@ -7,7 +7,7 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from . import display, events
 from .api import check_create_rate, find_capture, resend_edits
@@ -205,7 +205,7 @@ def robots(request: HttpRequest) -> HttpResponse:
     return HttpResponse("User-agent: *\nDisallow: /\n", content_type="text/plain")
 
 
-@require_GET
+@require_safe
 def favicon(request: HttpRequest) -> HttpResponse:
     """Tools that ask for /favicon.ico without reading the page get the page's icon."""
     return redirect(static("bins/favicon.svg"), permanent=True)

@@ -77,6 +77,18 @@ def test_static_files_are_served_with_debug_off(client):
     assert client.get("/static/django_htmx/ext/hx-ws-2.min.js").status_code == 200
 
 
+def test_favicon_is_the_pages_icon(client, transactional_db):
+    """Browsers and tools ask for /favicon.ico; it was a 404 on every load."""
+    page = client.get("/", follow=True)
+    assert '<link rel="icon" href="/static/bins/favicon.svg"' in page.content.decode()
+    for method in (client.get, client.head):
+        r = method("/favicon.ico")
+        assert (r.status_code, r["Location"]) == (301, "/static/bins/favicon.svg")
+    icon = client.get("/static/bins/favicon.svg")
+    assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in b"".join(icon.streaming_content)
+
+
 def test_unknown_bin_page_is_404(client, transactional_db):
     assert client.get("/bins/3f2b8c1e-9d4a-4c6b-8e2f-1a2b3c4d5e6f/").status_code == 404
 
