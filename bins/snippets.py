@@ -278,7 +278,7 @@ def _body_pipe(request: Request) -> str | None:
 
 def _argument_text(request: Request) -> str | None:
     """The body as one command-line argument where it is short printable text."""
-    if request.body is None or len(request.body) > ARGUMENT_BODY_BYTES:
+    if not request.sends_body or request.body is None or len(request.body) > ARGUMENT_BODY_BYTES:
         return None
     return plain_text(request.body)
 
@@ -360,6 +360,15 @@ def _httpie_changes_url(path_and_query: str) -> bool:
     return "%" in ESCAPE.sub("", path_and_query)
 
 
+def httpie_order(names: list[bytes], with_body: bool) -> list[bytes]:
+    """The order HTTPie sends header names in: its and requests' defaults first, in their
+    order, whatever their place on its command line."""
+    first = [b"user-agent", b"accept-encoding", b"accept"] + (
+        [b"content-type"] if with_body else []
+    )
+    return sorted(names, key=lambda n: first.index(n) if n in first else len(first))
+
+
 def httpie(request: Request) -> str:
     """HTTPie 3 (`http`, `pip install httpie`); a POSIX shell or fish."""
     notes = _shell_notes(request)
@@ -410,9 +419,15 @@ def httpie(request: Request) -> str:
     if request.sends_body:
         suppressed += request.client_defaults(("Content-Type",))
     items += [sh_quote(name + ":") for name in suppressed]
+    names = [n.lower() for n, _ in request.headers]
+    if httpie_order(names, request.body_size > 0) != names:
+        notes.append(
+            "HTTPie sends User-Agent, Accept-Encoding, Accept (and Content-Type with a body) "
+            "before the other headers."
+        )
     if any(item.lstrip("'").startswith("-") for item in items):
         args.append("--")  # a header name starting with - is not an option
-    first = f"http {' '.join(args)} {method} {sh_quote(request.url)}".replace("  ", " ")
+    first = " ".join(["http", *args, method, sh_quote(request.url)])
     if pipe is not None:
         first = f"{pipe} {first}"
     return _lines(first, items, list(dict.fromkeys(notes)), "#")
