@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 
 from . import export
 from .api import api_view, error
@@ -65,11 +66,13 @@ EXPORTS = {
 }
 
 
+@csrf_exempt  # the token is the key (as in bins.api): a POST gets the API's own 405
 async def export_har(request: HttpRequest, token: str) -> HttpResponse:
     """GET: the bin's captures as a HAR 1.2 file, oldest first (the list's filters apply)."""
     return await _export(request, token, "har")
 
 
+@csrf_exempt
 async def export_jsonl(request: HttpRequest, token: str) -> HttpResponse:
     """GET: the bin's captures as JSON lines, oldest first, each with its whole body."""
     return await _export(request, token, "jsonl")
