@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -42,7 +43,6 @@ ARGUMENT_BODY_BYTES = 32 * 1024
 
 
 class SnippetCapture(Protocol):
-    seq: int
     method: str
     path: str
     query_string: str
@@ -73,27 +73,18 @@ def headers_to_send(pairs: list[list[str]]) -> list[tuple[bytes, bytes]]:
     return outgoing.forwardable([(text_to_wire(n), text_to_wire(v)) for n, v in kept])
 
 
+@dataclass(slots=True)
 class Request:
     """What a snippet sends: plain values, the URL already ASCII."""
 
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | None,
-        body_size: int,
-        raw_url: str | None,
-        had_length: bool,
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.body = body  # None: read from raw_url when the snippet runs
-        self.body_size = body_size
-        self.raw_url = raw_url
-        # The capture said how long its body was (Content-Length, even 0): send a length too.
-        self.had_length = had_length
+    method: str
+    url: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | None  # None: read from raw_url when the snippet runs
+    body_size: int
+    raw_url: str | None
+    # The capture said how long its body was (Content-Length, even 0): send a length too.
+    had_length: bool
 
     @classmethod
     def of(cls, capture: SnippetCapture, target_url: str, raw_url: str | None) -> Request:
@@ -134,8 +125,9 @@ class Request:
 
 def escape_url_bytes(raw: bytes) -> str:
     """URL bytes as ASCII: a byte that is not printable ASCII as %XX (the server refuses such raw
-    bytes in a request line, so a capture's path and query never hold one)."""
-    return "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in raw)
+    bytes in a request line, so a capture's path and query never hold one), and `#` as %23
+    (a URL's fragment, which clients never send)."""
+    return "".join(chr(b) if 0x21 <= b <= 0x7E and b != 0x23 else f"%{b:02X}" for b in raw)
 
 
 def ascii_url(url: str) -> str:
@@ -316,7 +308,7 @@ def curl(request: Request) -> str:
     first = "curl"
     if method == "HEAD" and not request.sends_body:
         first += " --head"  # -X HEAD would wait for a body that never comes
-    elif method != "GET" or request.sends_body:
+    elif method != ("POST" if request.sends_body else "GET"):  # what curl does by itself
         first += f" -X {sh_quote(method)}"
     first += f" {sh_quote(url)}"
     for name, value in request.headers:

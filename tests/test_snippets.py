@@ -433,3 +433,16 @@ def test_shell_words_read_the_same_in_posix_shells_and_fish(text, word):
     assert sh_quote(text) == word
     out = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True)
     assert out.stdout.decode() == text
+
+
+def test_a_hash_in_a_captured_path_is_sent_as_percent_23(server, work):
+    """A raw `#` in a request target is stored as sent; in a URL it would start a fragment,
+    which no client sends, so every snippet writes it %23."""
+    source, landing = new_bin(server), new_bin(server)
+    original = send_original(server, source, Case("hash", "POST", "/a#b?c=#d", [], b"x"))
+    assert (original["path"], original["query_string"]) == ("/a#b", "c=#d")
+    for kind in KINDS:
+        text = get_snippet(server, source, original["id"], kind, f"{server.base}/{landing}")
+        run(kind, text, work)
+        copy = latest(server, landing)
+        assert (copy["path"], copy["query_string"]) == ("/a%23b", "c=%23d"), kind
