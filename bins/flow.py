@@ -19,13 +19,11 @@ import functools
 import logging
 from typing import Any
 
+from django.conf import settings
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 logger = logging.getLogger(__name__)
-
-# A client that reads nothing of the response for this long is disconnected.
-STALL_SECONDS = 300.0
 
 
 @implementer(IPushProducer)
@@ -69,14 +67,17 @@ class Flow:
         except AttributeError:  # the connection is gone
             pass
 
-    async def drained(self, stall_s: float = STALL_SECONDS) -> None:
-        """Return once the client has read what was sent (at once if nothing is waiting)."""
+    async def drained(self) -> None:
+        """Return once the client has read what was sent (at once if nothing is waiting). A
+        client that reads nothing for HTTP_IDLE_TIMEOUT seconds (0: no limit) is disconnected:
+        the connection is idle, only the other way round."""
         if self.writable.is_set():
             return
+        limit = settings.HTTP_IDLE_TIMEOUT or None
         try:
-            await asyncio.wait_for(self.writable.wait(), stall_s)
+            await asyncio.wait_for(self.writable.wait(), limit)
         except TimeoutError:
-            logger.warning("closing a connection whose client read nothing for %s s", stall_s)
+            logger.warning("closing a connection whose client read nothing for %s s", limit)
             self.stopProducing()
             channel = getattr(self.request, "channel", None)
             if channel is not None and channel.transport is not None:

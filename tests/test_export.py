@@ -388,3 +388,27 @@ def dechunk(data: bytes) -> bytes:
             return bytes(out)
         out += data[:size]
         data = data[size + 2 :]
+
+
+def test_a_client_that_stops_reading_is_disconnected_after_the_idle_timeout(servers):
+    server = servers(HTTP_IDLE_TIMEOUT="2")
+    token = new_bin(server)
+    for _ in range(4):
+        capture(server, token, "POST", "/big", [], os.urandom(4 * 1024 * 1024))
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    client.connect(("127.0.0.1", server.port))
+    client.sendall(f"GET /api/bins/{token}/export.har HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    assert client.recv(65536).startswith(b"HTTP/1.1 200")
+    time.sleep(5)  # reads nothing: the server gives up on it after 2 s
+    client.settimeout(10)
+    received = 0
+    try:
+        while chunk := client.recv(1024 * 1024):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    client.close()
+    assert received < 12 * 1024 * 1024  # far from the whole export (about 22 MiB)
+    assert "read nothing for 2 s" in server.log()
+    assert httpx.get(f"{server.base}/healthz").status_code == 200
