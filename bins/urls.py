@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import api, settings_views, views
+from . import api, api_extra, settings_views, views
 from .converters import TokenConverter
 
 register_converter(TokenConverter, "token")
@@ -51,4 +51,11 @@ urlpatterns = [
         api.capture_raw,
         name="api-capture-raw",
     ),
+    path(
+        "api/bins/<token:token>/captures/<int:capture_id>/snippet/<str:kind>",
+        api_extra.capture_snippet,
+        name="api-capture-snippet",
+    ),
+    path("api/bins/<token:token>/export.har", api_extra.export_har, name="api-export-har"),
+    path("api/bins/<token:token>/export.jsonl", api_extra.export_jsonl, name="api-export-jsonl"),
 ]

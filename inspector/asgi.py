@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from bins.asgi import CaptureRouter  # noqa: E402
 from bins.background import start_with_server  # noqa: E402
+from bins.flow import Backpressure  # noqa: E402
 from bins.hosts import WebsocketGuard  # noqa: E402
 from bins.routing import websocket_urlpatterns  # noqa: E402
 from bins.server import configure_daphne  # noqa: E402
@@ -27,7 +28,7 @@ gc.freeze()
 
 application = ProtocolTypeRouter(
     {
-        "http": CaptureRouter(django_app),
+        "http": CaptureRouter(Backpressure(django_app)),
         "websocket": WebsocketGuard(URLRouter(websocket_urlpatterns)),
     }
 )
