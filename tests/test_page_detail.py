@@ -134,7 +134,8 @@ def test_an_untouched_form_sends_the_capture_byte_for_byte(client, bin_, target)
     assert fields["method"] == "POST" and "x-raw: a\\xff\\xfeb" in fields["headers"]
     assert "host:" not in fields["headers"]
     assert "edit" not in fields  # no "Send with these changes" box any more
-    r = post_resend(client, c, {**fields, "target_url": target.url})
+    # "edit": the old form's tick box, which sent these fields re-typed (\\xNN as text): ignored.
+    r = post_resend(client, c, {**fields, "target_url": target.url, "edit": "1"})
     assert r.status_code == 200, r.content
     got = target.received[-1]
     assert got.body == body
@@ -180,7 +181,7 @@ def test_edits_are_sent_without_ticking_anything(client, bin_, target):
     [
         (bytes(range(256)) * 4, "not text this form can hold"),  # binary
         (b"nul\x00inside", "not text this form can hold"),  # HTML would turn NUL into U+FFFD
-        (b"x" * (display.EDIT_LIMIT + 1), "over 256.0 KiB"),
+        (b"x" * (256 * 1024 + 1), "over 256.0 KiB"),
     ],
 )
 def test_a_body_the_form_cannot_hold_is_sent_exactly_as_captured(client, bin_, target, body, why):
