@@ -504,9 +504,12 @@ def test_edit_before_sending_sends_what_the_form_shows_and_send_again_repeats_it
         expect(deliveries).to_have_count(3)
         assert target.received[-1].body == body
         expect(deliveries.first.locator(".kind")).not_to_contain_text("edited")
-        deliveries.nth(1).locator("summary").click()
+
+        # For the README: the form, and the edited send opened in the history.
+        detail.get_by_text("Edit before sending").click()
+        deliveries.nth(2).locator("summary").click()
         page.set_viewport_size(DESKTOP)
-        page.locator("#detail .resend").scroll_into_view_if_needed()
+        page.locator("#resend-title").evaluate("el => el.scrollIntoView({block: 'start'})")
         page.screenshot(path=str(DOCS / "resend.png"))
         assert_clean(page)
     finally:
@@ -669,12 +672,38 @@ def test_the_open_capture_reads_in_order_and_passes_axe_at_both_widths(servers):
             page.get_by_role("button", name="Send", exact=True).click()
             expect(page.locator("#deliveries details.delivery")).to_have_count(1)
             detail.get_by_text("Edit before sending").click()
+            page.locator("#deliveries details.delivery summary").click()
             assert detail_problems(page) == []
             page.emulate_media(color_scheme="dark")
             assert detail_problems(page) == []
             page.emulate_media(color_scheme="light")
-            page.locator("#detail").evaluate("el => el.scrollTo(0, 0)")
+
+            # For the README: a provider's delivery, open.
+            stripe = {
+                "id": "evt_1QxYz2LkdIwHu7ix",
+                "object": "event",
+                "type": "invoice.paid",
+                "created": 1764000000,
+                "data": {"object": {"id": "in_1QxYz", "amount_paid": 4200, "currency": "eur"}},
+            }
+            send(
+                server.base,
+                token,
+                "POST",
+                "/webhooks/stripe",
+                json=stripe,
+                headers={
+                    "user-agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                    "stripe-signature": "t=1764000000,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e7",
+                },
+            )
+            expect(rows(page)).to_have_count(2)
+            open_capture(page, 0)
             page.screenshot(path=str(DOCS / "detail.png"))
+            page.emulate_media(color_scheme="dark")
+            page.screenshot(path="/tmp/detail-dark.png")
+            page.emulate_media(color_scheme="light")
+            open_capture(page, 1)
 
             page.set_viewport_size(PHONE)
             page.reload()
