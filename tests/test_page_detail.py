@@ -505,9 +505,11 @@ def test_edit_before_sending_sends_what_the_form_shows_and_send_again_repeats_it
         assert target.received[-1].body == body
         expect(deliveries.first.locator(".kind")).not_to_contain_text("edited")
 
-        # For the README: the form, and the edited send opened in the history.
+        # For the README: the form with an edit, and an edited send opened in the history.
+        deliveries.first.locator("summary").click()  # the newest, open since it was sent
+        deliveries.nth(1).locator("summary").click()
         detail.get_by_text("Edit before sending").click()
-        deliveries.nth(2).locator("summary").click()
+        field.fill('{"event": "paid",\n "amount": 3}')
         page.set_viewport_size(DESKTOP)
         page.locator("#resend-title").evaluate("el => el.scrollIntoView({block: 'start'})")
         page.screenshot(path=str(DOCS / "resend.png"))
@@ -698,7 +700,10 @@ def test_the_open_capture_reads_in_order_and_passes_axe_at_both_widths(servers):
                 },
             )
             expect(rows(page)).to_have_count(2)
+            page.locator("#detail").evaluate("el => el.scrollTo(0, el.scrollHeight)")
             open_capture(page, 0)
+            # Another capture opens at its top, not as far down as the last one was read.
+            expect(page.locator("#detail .request-line")).to_be_in_viewport()
             page.screenshot(path=str(DOCS / "detail.png"))
             page.emulate_media(color_scheme="dark")
             page.screenshot(path="/tmp/detail-dark.png")

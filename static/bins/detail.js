@@ -191,6 +191,27 @@
     }
   });
 
+  // --- another capture opens at its top ----------------------------------------------------
+  // The pane is one scrolling element whose content is replaced: without this, the next
+  // capture would open as far down as the last one was read. The same capture shown anew (its
+  // signature checked again) keeps its place.
+
+  var shownId = null;
+  function openedAtTop() {
+    var pane = document.getElementById("detail");
+    var article = pane && pane.querySelector(".capture-detail");
+    var id = article ? article.getAttribute("data-id") : null;
+    if (pane && id !== shownId) { pane.scrollTop = 0; }
+    shownId = id;
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    var article = document.querySelector("#detail .capture-detail");
+    shownId = article ? article.getAttribute("data-id") : null;
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (event.detail.target && event.detail.target.id === "detail") { openedAtTop(); }
+  });
+
   // --- after Delete ------------------------------------------------------------------------
   // The server announces the delete (every open page gets the list again); this page drops
   // the row at once and puts the focus on what replaced the Delete button.
