@@ -1,9 +1,12 @@
-"""How a capture is shown to a person: decoded path, query table, body by kind.
+"""How a capture is shown to a person: decoded path, query table, body by kind, the resend
+form's fields, and the delivery history.
 
 Everything returned here is plain text for templates to escape; nothing is marked safe. A body
 can be anything up to MAX_BODY_BYTES, so the work is bounded whatever it holds: bodies are
 laid out (JSON indented, forms and multipart parts as tables) only up to LAYOUT_LIMIT bytes and
-MAX_FIELDS fields, and text is shown up to TEXT_LIMIT; whatever is shown in part says so first.
+MAX_FIELDS fields (JSON only when the whole body parsed), and text is shown up to TEXT_LIMIT,
+cut at the end of a line (`cut_text`); whatever is shown in part says so first. The history
+reads at most PREVIEW_LIMIT bytes of each body sent or answered, in the database.
 """
 
 from __future__ import annotations

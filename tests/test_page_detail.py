@@ -398,6 +398,18 @@ def test_the_pane_puts_the_body_first_and_names_its_links(client, bin_):
     assert "aria-live" not in detail
 
 
+def test_a_10_mib_capture_renders_a_bounded_page(client, bin_):
+    for body, ctype in [
+        (b"0123456789abcdef\n" * (10 * 1024 * 1024 // 17), "text/plain"),
+        (bytes(range(256)) * (10 * 1024 * 1024 // 256), "application/octet-stream"),
+        (b'{"k": "' + b"v" * (10 * 1024 * 1024) + b'"}', "application/json"),
+    ]:
+        c = make_capture(bin_, body, ctype)
+        html = detail_html(client, c)
+        assert len(html) < 400_000, (ctype, len(html))
+        assert "Download the whole body" in html
+
+
 def test_the_placeholder_points_to_the_list(client, bin_):
     html = client.get(f"/bins/{bin_.token}/").content.decode()
     assert "Pick a request from the list" in html and "on the left" not in html
@@ -531,16 +543,32 @@ def test_failures_are_said_in_the_pane(server, page):
         alert = page.locator("#deliveries [role=alert]")
         expect(alert).to_contain_text("This request was deleted")
         assert target.received == []
+        errors = detail.locator(".resend .request-error")
+        # A server error (htmx swaps no 5xx answer), and a whole page for an answer (Django's
+        # CSRF failure page): said in words, and the pane stays as it was.
+        resend_url = re.compile(r".*/captures/1/resend/$")
+        page.route(resend_url, lambda route: route.fulfill(status=500, body="boom"))
+        page.get_by_role("button", name="Send", exact=True).click()
+        expect(errors).to_contain_text("The server failed (500")
+        page.unroute(resend_url)
+        forbidden = "<!doctype html><html><body><h1>Forbidden (403)</h1></body></html>"
+        page.route(
+            resend_url,
+            lambda route: route.fulfill(status=403, body=forbidden, content_type="text/html"),
+        )
+        page.get_by_role("button", name="Send", exact=True).click()
+        expect(errors).to_contain_text("The server refused this (403")
+        expect(page.locator("#detail h1")).to_have_count(0)
+        expect(page.locator("#deliveries [role=alert]")).to_contain_text("This request was deleted")
+        page.unroute(resend_url)
         # Copy as: the fetch fails, and the pane says so.
         detail.get_by_role("button", name="Copy as cURL").click()
         expect(detail.locator(".copy-status")).to_contain_text("Could not copy as cURL")
         # The server is gone: the pane says it could not reach it.
         server.stop()
         page.get_by_role("button", name="Send", exact=True).click()
-        expect(detail.locator(".resend .request-error")).to_contain_text(
-            "Could not reach the server"
-        )
-        expect(detail.locator(".resend .request-error")).to_have_attribute("role", "alert")
+        expect(errors).to_contain_text("Could not reach the server")
+        expect(errors).to_have_attribute("role", "alert")
     finally:
         target.server.shutdown()
 
