@@ -37,7 +37,8 @@ from .targets import start_target
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+# Screenshots for a person to look at (docs/detail.png and docs/resend.png are copies of these).
+SCREENSHOTS = Path("/tmp")
 HX = {"HX-Request": "true"}
 
 
@@ -523,7 +524,7 @@ def test_edit_before_sending_sends_what_the_form_shows_and_send_again_repeats_it
         field.fill('{"event": "paid",\n "amount": 3}')  # the edit fields are still open
         page.set_viewport_size(DESKTOP)
         page.locator("#resend-title").evaluate("el => el.scrollIntoView({block: 'start'})")
-        page.screenshot(path=str(DOCS / "resend.png"))
+        page.screenshot(path=str(SCREENSHOTS / "detail-resend.png"))
         assert_clean(page)
     finally:
         target.server.shutdown()
@@ -731,9 +732,9 @@ def test_the_open_capture_reads_in_order_and_passes_axe_at_both_widths(servers):
             open_capture(page, 0)
             # Another capture opens at its top, not as far down as the last one was read.
             expect(page.locator("#detail .request-line")).to_be_in_viewport()
-            page.screenshot(path=str(DOCS / "detail.png"))
+            page.screenshot(path=str(SCREENSHOTS / "detail.png"))
             page.emulate_media(color_scheme="dark")
-            page.screenshot(path="/tmp/detail-dark.png")
+            page.screenshot(path=str(SCREENSHOTS / "detail-dark.png"))
             page.emulate_media(color_scheme="light")
             open_capture(page, 1)
 
@@ -751,7 +752,7 @@ def test_the_open_capture_reads_in_order_and_passes_axe_at_both_widths(servers):
             page.emulate_media(color_scheme="dark")
             assert detail_problems(page) == []
             page.emulate_media(color_scheme="light")
-            page.screenshot(path="/tmp/detail-phone.png", full_page=True)
+            page.screenshot(path=str(SCREENSHOTS / "detail-phone.png"))
             assert_clean(page)
     finally:
         target.server.shutdown()
