@@ -54,7 +54,13 @@ async def send_and_answer(
     message, status, retry_after = refused, 400 if refused else 200, None
     if refused is None:
         try:
-            await resend_capture(capture, target_url, **edits)
+            delivery = await resend_capture(capture, target_url, **edits)
+            if delivery.pk is None:
+                answered = delivery.error or f"status {delivery.status}"
+                message = (
+                    f"Sent ({answered}), but this request was deleted meanwhile: the delivery "
+                    "is not kept."
+                )
         except (Invalid, BadTarget) as exc:
             message, status = f"Not sent: {exc}", 400
         except RateLimited as exc:
