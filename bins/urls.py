@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import api, api_extra, settings_views, views
+from . import api, api_extra, detail_views, settings_views, views
 from .converters import TokenConverter
 
 register_converter(TokenConverter, "token")
@@ -27,6 +27,16 @@ urlpatterns = [
         "bins/<token:token>/captures/<int:capture_id>/resend/",
         views.resend,
         name="capture-resend",
+    ),
+    path(
+        "bins/<token:token>/captures/<int:capture_id>/deliveries/<int:delivery_id>/again/",
+        detail_views.send_again,
+        name="capture-send-again",
+    ),
+    path(
+        "bins/<token:token>/captures/<int:capture_id>/delete/",
+        detail_views.delete_capture,
+        name="capture-delete",
     ),
     path("api/bins", api.bins, name="api-bins"),
     path("api/bins/<token:token>", api.bin_detail, name="api-bin"),

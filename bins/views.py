@@ -10,16 +10,14 @@ from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from . import display, events
-from .api import check_create_rate, find_capture, resend_edits
+from .api import check_create_rate, find_capture
 from .capture import parse_token
 from .hosts import request_bases
 from .listing import list_rows
 from .live import announce_deleted, group_send_within
-from .models import Bin, Capture, page_list_limit
-from .outgoing import NOT_FORWARDED, BadTarget
+from .models import Bin, Capture, page_list_limit, text_to_wire
 from .ratelimit import RateLimited
-from .resend import resend_capture
-from .validation import Invalid
+from .validation import TOKEN, Invalid, header_problem
 
 LAST_BIN_COOKIE = "last_bin"
 COOKIE_AGE = 365 * 24 * 3600
@@ -101,80 +99,103 @@ def inspect(request: HttpRequest, token: str, capture_id: int | None = None) -> 
 
 
 def detail_context(capture: Capture | None) -> dict[str, object]:
+    """The open capture as _detail.html shows it (the list's capture numbers only: #seq)."""
     if capture is None:
         return {"capture": None}
+    headers = display.edit_headers(capture)
+    edit_body = display.editable_body(capture)
+    signature = capture.bin.signature or {}
     return {
         "capture": capture,
         "decoded_path": display.decoded_path(capture),
+        "raw_target": display.raw_target(capture),
         "query": display.query_params(capture),
         "headers": capture.display_headers,
         "body": display.body_view(capture),
-        "edit_headers": "\n".join(
-            f"{n}: {v}" for n, v in capture.display_headers if n not in NOT_FORWARDED
-        ),
+        "edit_headers": "\n".join(f"{n}: {v}" for n, v, _ in headers),
+        "edit_header_rows": min(len(headers) + 1, 12),
+        "edit_body": edit_body,
+        "edit_body_rows": 3 if edit_body is None else min(max(edit_body.count("\n") + 2, 3), 16),
+        "edit_limit": display.EDIT_LIMIT,
+        # Re-signing needs the bin's scheme and secret (bins/providers.py).
+        "can_resign": bool(signature.get("scheme") and signature.get("secret")),
+        "resign_scheme": events.SCHEME_NAMES.get(signature.get("scheme"), signature.get("scheme")),
+        "snippets": display.snippet_links(capture),
         **events.detail_extras(capture),
         **deliveries_context(capture),
     }
 
 
-def deliveries_context(capture: Capture, message: str | None = None) -> dict[str, object]:
+def deliveries_context(
+    capture: Capture, message: str | None = None, *, fresh: bool = False
+) -> dict[str, object]:
+    """The capture's newest deliveries with what each sent and was answered, bodies read only
+    up to display.PREVIEW_LIMIT (a sent body can be 10 MiB; 20 of them must not be loaded)."""
+    rows, more = display.delivery_rows(capture)
     return {
         "capture": capture,
-        "deliveries": list(capture.deliveries.order_by("-id")[:20]),
+        "deliveries": rows,
+        "more_deliveries": more,
         "last_target_url": capture.bin.last_target_url,
         "resend_error": message,
+        "fresh": fresh,
     }
 
 
 @require_POST
 async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpResponse:
-    """The page's resend form: send, record, answer with the delivery history (htmx)."""
+    """The page's resend form: what the form shows is what is sent (see `form_edits`); answers
+    with the delivery history (htmx), or says why nothing was sent."""
+    from .detail_views import capture_gone, send_and_answer  # detail_views imports this module
+
     capture = await database_sync_to_async(find_capture)(token, capture_id)
     if capture is None:
-        raise Http404("No capture with this id in this bin.")
-    form = request.POST
-    message = None
-    status = 200
-    retry_after = None
+        return capture_gone(request, "#deliveries")
     try:
-        edits = resend_edits(form_edits(form, capture)) if form.get("edit") else {}
-        if form.get("resign"):
-            edits["resign"] = True
-        await resend_capture(capture, form.get("target_url"), **edits)
-    except (Invalid, BadTarget) as exc:
-        message, status = str(exc), 400
-    except RateLimited as exc:
-        message, status, retry_after = str(exc), 429, exc.retry_after
-    context = await database_sync_to_async(deliveries_context)(capture, message)
-    if request.htmx:
-        response = render(request, "bins/_deliveries.html", context, status=status)
-    elif message:
-        response = render(
-            request, "message.html", {"title": "Not sent", "text": message}, status=status
-        )
-    else:
-        return redirect("bins:capture", token, capture_id)
-    if retry_after:
-        response["Retry-After"] = str(retry_after)
-    return response
+        edits = form_edits(request.POST, capture)
+    except Invalid as exc:
+        return await send_and_answer(request, capture, None, {}, refused=str(exc))
+    return await send_and_answer(request, capture, request.POST.get("target_url"), edits)
 
 
 def form_edits(form: QueryDict, capture: Capture) -> dict[str, object]:
-    """The page's edit fields as the API's resend fields."""
-    headers = []
-    for line in form.get("headers", "").splitlines():
-        if line.strip():
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise Invalid(f"header line {line!r} has no colon")
-            headers.append([name.strip(), value.strip()])
-    edits: dict[str, object] = {"method": form.get("method", "").strip(), "headers": headers}
-    if capture.body_text is not None and "body" in form:
-        # Browsers send textarea line breaks as CRLF; keep the body's own line breaks.
-        body = form["body"]
-        if "\r\n" not in capture.body_text:
-            body = body.replace("\r\n", "\n")
-        edits["body"] = body
+    """The resend form's fields as per-send changes (`resend.deliver`'s arguments). A field left
+    as the form showed it is no change, so an untouched form sends the capture byte for byte
+    as captured, though the form shows bytes that are not UTF-8 as \\xNN and line breaks as
+    the browser likes; and a header line left as it was keeps its exact bytes among edited ones.
+    A field the form did not send is no change either."""
+    edits: dict[str, object] = {}
+    method = form.get("method", capture.method).strip()
+    if method != capture.method:
+        if not TOKEN.fullmatch(method):
+            raise Invalid(f"Method {method!r} is not an HTTP method, e.g. POST")
+        edits["method"] = method
+    if "headers" in form:
+        shown = display.edit_headers(capture)
+        lines = []
+        for line in form["headers"].splitlines():
+            if line.strip():
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise Invalid(f"Header line {line!r} has no colon: write it as Name: value")
+                lines.append((name.strip(), value.strip()))
+        if lines != [(n, v) for n, v, _ in shown]:
+            exact = {(n, v): stored for n, v, stored in shown}
+            headers = []
+            for name, value in lines:
+                stored = exact.get((name, value))
+                if stored is None:
+                    problem = header_problem(name, value)
+                    if problem:
+                        raise Invalid(f"Header {problem}")
+                    stored = [name, value]
+                headers.append((text_to_wire(stored[0]), text_to_wire(stored[1])))
+            edits["headers"] = headers
+    original = display.editable_body(capture)
+    if "body" in form and original is not None and not display.same_lines(form["body"], original):
+        edits["body"] = display.with_line_breaks_of(form["body"], original).encode("utf-8")
+    if form.get("resign"):
+        edits["resign"] = True
     return edits
 
 

@@ -105,7 +105,7 @@ class Watch:
 def assert_clean(page) -> None:
     """No CSP violation (as event or console message) and no uncaught error on the page."""
     assert page.evaluate("window.__csp") == []
-    assert page.watch.csp_messages() == []
+    assert page.watch.csp_messages() == [], page.watch.console
     assert page.watch.errors == []
 
 
@@ -143,7 +143,7 @@ def rows(page):
 
 
 def header_pairs(page) -> list[tuple[str, str]]:
-    table = page.locator("#detail h3:has-text('Headers') + table.kv tr")
+    table = page.locator("#detail summary:has(h3:has-text('Headers')) + table.kv tr")
     return [(row.locator("th").inner_text(), row.locator("td").inner_text()) for row in table.all()]
 
 

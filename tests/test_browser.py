@@ -106,7 +106,7 @@ def test_captures_arrive_live_newest_first_and_open_in_the_detail_panel(server, 
     get.click()
     expect(page).to_have_url(f"{base}/bins/{token}/captures/{get.get_attribute('data-id')}/")
     expect(detail.locator(".request-line")).to_contain_text("GET")
-    query = page.locator("#detail h3:has-text('Query parameters') + table.kv tr")
+    query = page.locator("#detail summary:has(h3:has-text('Query parameters')) + table.kv tr")
     expect(query.locator("th")).to_have_text(["tag", "tag", "q"])
     expect(query.locator("td")).to_have_text(["a", "b", "1"])
     expect(get).to_have_class(re.compile(r"\bselected\b"))
@@ -192,9 +192,9 @@ def test_hostile_capture_is_shown_as_text_and_the_page_obeys_its_csp(server, pag
     expect(detail.locator(".request-line .path")).to_have_text(
         "/" + hostile + "?q=" + quote(SCRIPT, safe="")
     )
-    expect(page.locator("#detail h3:has-text('Query parameters') + table.kv td")).to_have_text(
-        SCRIPT
-    )
+    expect(
+        page.locator("#detail summary:has(h3:has-text('Query parameters')) + table.kv td")
+    ).to_have_text(SCRIPT)
     assert ("x-evil", hostile) in header_pairs(page)
     expect(detail.locator("pre.body-text")).to_have_text(hostile)
     expect(detail.locator("pre.body-text")).to_be_visible()

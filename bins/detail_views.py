@@ -1,0 +1,142 @@
+"""The open capture's own actions: resend answers, "Send again" from the history, delete.
+
+Every answer to htmx is a small partial that says what happened, errors included (the page's
+htmx config swaps 4xx answers in; 5xx and network failures are shown by static/bins/detail.js).
+A request that was deleted meanwhile (another tab, Clear, the API, pruning) is a 404 that says
+so, never Django's whole 404 page swapped into the pane.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from . import hop
+from .api import find_capture
+from .live import announce_deleted
+from .models import Bin, Capture, Delivery, text_to_wire
+from .outgoing import BadTarget
+from .ratelimit import RateLimited
+from .resend import resend_capture
+from .validation import Invalid
+from .views import deliveries_context
+
+GONE = (
+    "This request was deleted (in another tab, by Clear, through the API, or pruned as the bin "
+    "filled up): nothing was sent."
+)
+
+
+def capture_gone(request: HttpRequest, target: str) -> HttpResponse:
+    """404 for an action on a capture that is no longer there, as a partial for `target`
+    (`#deliveries` or `#detail`), or a page without htmx."""
+    if not request.htmx:
+        return render(request, "message.html", {"title": "Deleted", "text": GONE}, status=404)
+    if target == "#deliveries":
+        return render(request, "bins/_deliveries.html", {"gone": True}, status=404)
+    return render(request, "bins/_detail.html", {"capture": None, "gone": True}, status=404)
+
+
+async def send_and_answer(
+    request: HttpRequest,
+    capture: Capture,
+    target_url: Any,
+    edits: dict[str, Any],
+    refused: str | None = None,
+) -> HttpResponse:
+    """Send (unless `refused` says why not) and answer with the delivery history, which says
+    why nothing was sent where nothing was: 400 for a bad target or edit, 429 when the bin's
+    resends are over RESEND_RATE_LIMIT (with Retry-After and the wait in words)."""
+    message, status, retry_after = refused, 400 if refused else 200, None
+    if refused is None:
+        try:
+            delivery = await resend_capture(capture, target_url, **edits)
+            if delivery.pk is None:
+                answered = delivery.error or f"status {delivery.status}"
+                message = (
+                    f"Sent ({answered}), but this request was deleted meanwhile: the delivery "
+                    "is not kept."
+                )
+        except (Invalid, BadTarget) as exc:
+            message, status = f"Not sent: {exc}", 400
+        except RateLimited as exc:
+            message = (
+                "Too many resends for this bin (RESEND_RATE_LIMIT): nothing was sent. "
+                f"Retry after {exc.retry_after} s."
+            )
+            status, retry_after = 429, exc.retry_after
+    elif not message.startswith("Not sent"):
+        message = f"Not sent: {message}"
+    context = await database_sync_to_async(deliveries_context)(
+        capture, message, fresh=status == 200
+    )
+    if request.htmx:
+        response = render(request, "bins/_deliveries.html", context, status=status)
+    elif message:
+        response = render(
+            request, "message.html", {"title": "Not sent", "text": message}, status=status
+        )
+    else:
+        return redirect("bins:capture", capture.bin.token, capture.seq)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+@require_POST
+async def send_again(
+    request: HttpRequest, token: str, capture_id: int, delivery_id: int
+) -> HttpResponse:
+    """A delivery's "Send again": what was sent that time, to the same target."""
+    capture = await database_sync_to_async(find_capture)(token, capture_id)
+    if capture is None:
+        return capture_gone(request, "#deliveries")
+    delivery = await database_sync_to_async(
+        lambda: capture.deliveries.filter(pk=delivery_id).first()
+    )()
+    if delivery is None:
+        return await send_and_answer(
+            request, capture, None, {}, refused="that delivery is no longer kept."
+        )
+    return await send_and_answer(request, capture, delivery.target_url, again_edits(delivery))
+
+
+def again_edits(delivery: Delivery) -> dict[str, Any]:
+    """`resend.deliver`'s arguments that send again what a delivery sent: nothing for one that
+    sent the capture as captured; else its method, headers and body as recorded (less this
+    instance's hop mark, added anew), re-signed afresh if it was re-signed (the provider's
+    timestamp then is too old by now)."""
+    edits: dict[str, Any] = {}
+    if delivery.resigned:
+        edits["resign"] = True
+    if not delivery.edited:
+        return edits
+    sent = delivery.sent_headers
+    if sent is not None:
+        headers = [(text_to_wire(n), text_to_wire(v)) for n, v in sent]
+        if headers and headers[-1] == (hop.HEADER, hop.mark()):
+            headers.pop()  # the mark stamped on that send: stamped again on this one
+        edits["headers"] = headers
+    if delivery.sent_body is not None:
+        edits["body"] = bytes(delivery.sent_body)
+    edits["method"] = delivery.method
+    return edits
+
+
+@require_POST
+def delete_capture(request: HttpRequest, token: str, capture_id: int) -> HttpResponse:
+    """The open capture's Delete: as the API's DELETE, announced live (every open page drops
+    the row); the pane then shows the placeholder, and the address the bin's page."""
+    bin_ = Bin.objects.filter(token=token).first()
+    if bin_ is None or not bin_.delete_captures([capture_id]):
+        return capture_gone(request, "#detail")
+    announce_deleted(bin_.token, [capture_id])
+    if not request.htmx:
+        return redirect(bin_.inspect_path())
+    response = render(request, "bins/_detail.html", {"capture": None, "deleted": capture_id})
+    response["HX-Push-Url"] = bin_.inspect_path()
+    return response
