@@ -720,6 +720,10 @@ def run_page(args: argparse.Namespace, base: str, token: str, server_pid: int) -
                 click_series(page, CLICKS, 0.3, time.monotonic() + 30)
             )
             result["page_errors"] = errors[:20]
+            # htmx keeps snapshots of the page for Back in sessionStorage: how big they got.
+            result["htmx_history_cache_chars"] = page.evaluate(
+                "(sessionStorage.getItem('htmx-history-cache') || '').length"
+            )
             log(f"analysing the trace ({len(raw) / 1e6:.0f} MB)")
             trace = json.loads(raw)
             result["trace"] = analyse_trace(trace, path)
