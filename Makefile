@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run cluster test lint format bench bench-scale clean
+.PHONY: run cluster test lint format bench bench-scale bench-page clean
 
 # `make run` installs the app alone; the test tools (the dev extra, and axe-core from npm for the
 # accessibility audit) come with `make test`.
@@ -53,6 +53,10 @@ bench: $(BIN)/.installed
 BENCH_PROCESSES ?= 1,2,4
 bench-scale: $(BIN)/.installed
 	$(BIN)/python bench/run.py --processes $(BENCH_PROCESSES) --fanout
+
+# The inspector page in Chromium: a bin of 500 captures receiving 100/s, traced (bench/page.py).
+bench-page: $(BIN)/.installed
+	$(BIN)/python bench/page.py
 
 clean:
 	rm -rf $(VENV) tests/node_modules data/test-*.sqlite3*
