@@ -51,8 +51,11 @@
     }
   }
 
+  var lastOpened = null; // stays when the capture is closed: where "Back to the list" returns
+
   function select(id) {
     selectedId = id || null;
+    if (selectedId) { lastOpened = selectedId; }
     mark(selectedId);
   }
 
@@ -133,13 +136,21 @@
 
   // --- live: what a message brought -----------------------------------------------------------
 
-  // The server keeps the newest CAPTURES_PER_BIN; so does the open page.
+  // The server keeps the newest CAPTURES_PER_BIN; so does the open page. The list holds one
+  // placeholder (li.empty), first or, once live rows went in above it, last.
   function trimList() {
     var list = $("capture-list");
     var limit = list && parseInt(list.getAttribute("data-limit"), 10);
     if (!limit) { return; }
-    var extra = list.childElementCount - 1 - limit; // the first child is the placeholder
-    for (; extra > 0; extra--) { list.lastElementChild.remove(); }
+    var extra = list.childElementCount - 1 - limit;
+    for (var node = list.lastElementChild; extra > 0 && node;) {
+      var before = node.previousElementSibling;
+      if (node.classList.contains("capture")) {
+        node.remove();
+        extra--;
+      }
+      node = before;
+    }
   }
 
   function afterMessage() {
@@ -436,6 +447,15 @@
     rememberBin();
   }
 
+  var lastSaved = null;
+
+  function savedSettings() {
+    var saved = document.querySelector("#settings .saved");
+    if (!saved || saved === lastSaved) { return false; }
+    lastSaved = saved;
+    return true;
+  }
+
   document.addEventListener("htmx:afterSwap", function (event) {
     var target = event.detail.target;
     if (target && target.id === "bin-title") {
@@ -444,7 +464,7 @@
       renamed(title ? title.getAttribute("data-name") || "" : "");
       var error = $("rename-error");
       if (!error || error.hidden) { $("bin-name").value = title.getAttribute("data-name") || ""; }
-    } else if (target && target.id === "settings-body" && target.querySelector(".saved")) {
+    } else if (savedSettings()) {
       // Saved in the settings panel, the name among the rest.
       var field = $("f-name");
       if (field) { renamed(field.value.trim()); }
@@ -467,7 +487,7 @@
       var back = document.querySelector("a.back");
       if (back && document.activeElement && !document.activeElement.offsetParent) { back.focus(); }
     } else {
-      var row = rowOf(selectedId) || rowsStart();
+      var row = rowOf(lastOpened) || rowsStart();
       if (row) {
         row.scrollIntoView({ block: "center" });
         row.firstElementChild.focus({ preventScroll: true });
