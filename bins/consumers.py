@@ -275,7 +275,7 @@ class PageStreamConsumer(BinStreamConsumer):
 
     def counts_html(self) -> str:
         counts = page_filters.shown_counts(self.kept, self.received)
-        return render_to_string("bins/_capture_counts.html", {"counts": counts, "oob": True})
+        return page_filters.counts_html(counts, oob=True)
 
     async def send_captures(self, items: list[list[Any]]) -> None:
         self.received = max(self.received, items[-1][0])

@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from .listing import filtered
 from .models import Bin, Capture
@@ -88,3 +90,18 @@ def shown_counts(kept: int, received: int) -> dict[str, int]:
         kept = min(kept, keep)
     kept = min(kept, received)
     return {"kept": kept, "received": received, "pruned": received - kept}
+
+
+def counts_html(counts: Mapping[str, int], oob: bool = False) -> SafeString:
+    """The list head's "N kept · M received" (a live message carries it out of band). Built
+    here rather than by a template: every live message to every open page carries it."""
+    return format_html(
+        '<p id="capture-counts" class="counts" data-kept="{}" data-received="{}" '
+        'title="{} pruned (the bin keeps the newest) or deleted"{}>{} kept · {} received</p>',
+        counts["kept"],
+        counts["received"],
+        f"{counts['pruned']:,}",
+        SafeString(' hx-swap-oob="true"') if oob else "",
+        f"{counts['kept']:,}",
+        f"{counts['received']:,}",
+    )

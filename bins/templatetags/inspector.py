@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from .. import display
+from .. import display, page_filters
 
 register = template.Library()
 
@@ -68,3 +68,9 @@ def shown_target(c: Any) -> str:
         c = SimpleNamespace(path=c["path"], query_string=c["query_string"])
     path = display.decoded_path(c)
     return path + (f"?{c.query_string}" if c.query_string else "")
+
+
+@register.simple_tag
+def capture_counts(counts: dict[str, int]) -> str:
+    """The list head's counts (bins.page_filters.counts_html, as live messages carry them)."""
+    return page_filters.counts_html(counts)
