@@ -57,6 +57,12 @@ def test_no_serious_or_critical_violations(server, size):
         expect(page.locator("#clear-dialog")).to_be_visible()
         problems += audit(page, "Clear dialog")
         page.get_by_role("button", name="Cancel").click()
+        # The settings panel takes the page's colours, dark ones too.
+        page.get_by_role("link", name="Settings").click()
+        expect(page.locator("#settings-form")).to_be_visible()
+        problems += audit(page, "settings")
+        page.keyboard.press("Escape")
+        expect(page.locator("#settings")).to_be_hidden()
         rows(page).nth(2).locator("a").click()
         expect(page.locator("#detail .capture-detail")).to_be_visible()
         problems += audit(page, "open capture")
