@@ -720,3 +720,36 @@ def test_the_search_is_sent_to_the_stream_encoded(server):
             f"{base}/bins/{token}/?q={quote('naïve & co', safe='')}".replace("%20", "+")
         )
         assert_clean(page)
+
+
+# --- the page's own URLs, without a browser -------------------------------------------------
+
+
+def test_odd_filters_in_the_page_url_are_left_out_not_an_error(client, bin_):
+    Capture.objects.create(bin=bin_, method="POST", path="/x")
+    for query in ("?valid=maybe", "?q=%00", "?method=%00&q=", "?provider=" + "p" * 500):
+        r = client.get(f"/bins/{bin_.token}/{query}")
+        assert r.status_code == 200, query
+    html = client.get(f"/bins/{bin_.token}/?valid=maybe").content.decode()
+    assert f'ws-connect="/ws/bins/{bin_.token}/"' in html  # nothing usable: no filter
+    html = client.get(f"/bins/{bin_.token}/?method=PURGE&q=a%20b").content.decode()
+    assert f'ws-connect="/ws/bins/{bin_.token}/?q=a+b&amp;method=PURGE"' in html
+    assert '<option value="PURGE" selected>PURGE</option>' in html
+
+
+def test_rename_without_script_and_its_limits(client, bin_):
+    r = client.post(f"/bins/{bin_.token}/name/", {"name": "  Orders  "})
+    assert r.status_code == 302 and r["Location"] == f"/bins/{bin_.token}/"
+    bin_.refresh_from_db()
+    assert bin_.name == "Orders"
+    r = client.post(f"/bins/{bin_.token}/name/", {"name": "bad\x07name"})
+    assert r.status_code == 400 and "Not renamed" in r.content.decode()
+    r = client.post(
+        f"/bins/{bin_.token}/name/", {"name": "x" * 101}, headers={"HX-Request": "true"}
+    )
+    assert r.status_code == 400 and 'id="rename-error"' in r.content.decode()
+    bin_.refresh_from_db()
+    assert bin_.name == "Orders"
+    r = client.post(f"/bins/{bin_.token}/name/", {"name": ""}, headers={"HX-Request": "true"})
+    assert r.status_code == 200 and f"Bin {str(bin_.token)[:8]}</h1>" in r.content.decode()
+    assert client.get(f"/bins/{bin_.token}/name/").status_code == 405
