@@ -753,3 +753,28 @@ def test_rename_without_script_and_its_limits(client, bin_):
     r = client.post(f"/bins/{bin_.token}/name/", {"name": ""}, headers={"HX-Request": "true"})
     assert r.status_code == 200 and f"Bin {str(bin_.token)[:8]}</h1>" in r.content.decode()
     assert client.get(f"/bins/{bin_.token}/name/").status_code == 405
+
+
+def test_opening_captures_keeps_no_copy_of_the_page_and_back_still_works(server):
+    # htmx's history snapshots copied the whole page (500 rows, the open body) into
+    # sessionStorage on every click: tens of milliseconds each, and captured data kept there.
+    with open_browser(viewport=DESKTOP) as page:
+        token = open_inspector(page, server.base)
+        send(server.base, token, "POST", "/first", content=b"secret-one")
+        send(server.base, token, "POST", "/second", content=b"secret-two")
+        expect(rows(page)).to_have_count(2)
+        detail = page.locator("#detail .capture-detail")
+        page.locator("#capture-1 a").click()
+        expect(detail).to_have_attribute("data-id", "1")
+        page.locator("#capture-2 a").click()
+        expect(detail).to_have_attribute("data-id", "2")
+        stored = page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
+        assert "secret-one" not in stored and "capture-list" not in stored, stored[:300]
+        page.go_back()
+        expect(page).to_have_url(f"{server.base}/bins/{token}/captures/1/")
+        expect(page.locator("#detail .capture-detail")).to_have_attribute("data-id", "1")
+        expect(page.locator("#live-status")).to_have_text("live")
+        send(server.base, token, "PUT", "/third")
+        expect(rows(page)).to_have_count(3)
+        expect(page.locator("#capture-1")).to_have_class(re.compile(r"\bselected\b"))
+        assert_clean(page)

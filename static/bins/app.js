@@ -555,9 +555,12 @@
     if (row) { select(row.getAttribute("data-id")); }
   });
 
-  document.addEventListener("DOMContentLoaded", function () {
+  function pageShown() {
     selectFromDetail();
     localize(document);
     rememberBin();
-  });
+  }
+  document.addEventListener("DOMContentLoaded", pageShown);
+  // Back and forward: htmx puts the page the server sent in place of this one.
+  document.addEventListener("htmx:historyRestore", pageShown);
 })();
