@@ -21,7 +21,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
-from . import live, metrics
+from . import live, metrics, page_filters
 from .capture import parse_token
 from .hosts import scope_bases
 from .listing import captures_after, list_rows
@@ -212,27 +212,43 @@ class JsonStreamConsumer(BinStreamConsumer):
 
 
 class PageStreamConsumer(BinStreamConsumer):
-    """HTML fragments that htmx's ws extension swaps into the inspector page (out of band)."""
+    """HTML fragments that htmx's ws extension swaps into the inspector page (out of band).
+
+    The page's filters come in the stream's query string (`bins.page_filters`): the list it
+    sends, and the live rows, are those that match. Every message also carries the bin's
+    counts (kept, received), kept up to date here without a query per capture."""
 
     kind = "page"
+    filters: dict[str, str] = {}
+    filter_query = ""
+    kept = 0
+    received = 0
 
     async def catch_up(self) -> None:
+        params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.filters = page_filters.page_filters({k: v[0] for k, v in params.items()})
+        self.filter_query = page_filters.query(self.filters)
+        await self.send_list()
+
+    async def send_list(self) -> None:
         pieces, newest = await database_sync_to_async(self._list_pieces)()
         for html in pieces:
             await self.send(html)
-        self.last_sent = max(self.newest, newest)
+        self.last_sent = max(self.newest, newest, self.last_sent)
 
     def _list_pieces(self) -> tuple[list[str], int]:
         """The page's list, newest first, as out-of-band swaps that each fit well within a
-        frame: the first replaces the list, the others append to it."""
-        rows = list_rows(self.bin_id, page_list_limit())
-        newest = rows[0]["id"] if rows else 0
+        frame: the first replaces the list (and the counts), the others append to it."""
+        counts = page_filters.counts(self.bin_id)
+        self.kept, self.received = counts["kept"], counts["received"]
+        rows = list_rows(self.bin_id, page_list_limit(), self.filters)
+        newest = max(rows[0]["id"] if rows else 0, self.received)
         pieces: list[list[dict[str, Any]]] = [[]]
         size = 0
         for row in rows:
-            # A row's HTML is at most about this size: path and query cut to ROW_TEXT, marks
-            # (provider, verdict, retry, answer) cut short.
-            estimate = 4000 + 2 * (len(row["path"]) + len(row["query_string"]))
+            # A row's HTML is at most about this size: path and query cut to ROW_TEXT (shown
+            # and in its title), marks (provider, verdict, retry, answer) cut short.
+            estimate = 4000 + 4 * (len(row["path"]) + len(row["query_string"]))
             if pieces[-1] and size + estimate > PIECE_BYTES:
                 pieces.append([])
                 size = 0
@@ -243,27 +259,54 @@ class PageStreamConsumer(BinStreamConsumer):
             "captures": pieces[0],
             "captures_per_bin": page_list_limit(),
             "capture_url": self.bin.capture_url(scope_bases(self.scope)),
+            "filters": self.filters,
+            "filter_query": self.filter_query,
             "oob": True,
         }
-        first = render_to_string("bins/_capture_list.html", context)
+        first = render_to_string("bins/_capture_list.html", context) + self.counts_html()
         rest = [
-            render_to_string("bins/_capture_rows_more.html", {"captures": p, "bin": self.bin})
+            render_to_string(
+                "bins/_capture_rows_more.html",
+                {"captures": p, "bin": self.bin, "filter_query": self.filter_query},
+            )
             for p in pieces[1:]
         ]
         return [first, *rest], newest
 
+    def counts_html(self) -> str:
+        counts = page_filters.shown_counts(self.kept, self.received)
+        return page_filters.counts_html(counts, oob=True)
+
     async def send_captures(self, items: list[list[Any]]) -> None:
+        self.received = max(self.received, items[-1][0])
+        self.kept += len(items)
+        if self.filters:
+            ids = [item[0] for item in items]
+            match = await database_sync_to_async(page_filters.matching)(
+                self.bin_id, ids, self.filters
+            )
+            items = [item for item in items if item[0] in match]
         rows = [json.loads(text) for _, text in reversed(items)]
-        html = render_to_string("bins/_capture_rows_oob.html", {"captures": rows, "bin": self.bin})
-        await self.send(html)
+        context = {"captures": rows, "bin": self.bin, "filter_query": self.filter_query}
+        html = render_to_string("bins/_capture_rows_oob.html", context) if rows else ""
+        await self.send(html + self.counts_html())
 
     async def send_deleted(self, ids: list[int] | None) -> None:
-        # Simplest correct answer to deletions: send the list again.
-        await self.catch_up()
+        if ids is None:
+            await self.send_list()  # all of them: the list again (empty), and the counts
+            return
+        # Some: the page removes those rows (app.js); the counts are read again.
+        counts = await database_sync_to_async(page_filters.counts)(self.bin_id)
+        self.kept, self.received = counts["kept"], max(self.received, counts["received"])
+        numbers = " ".join(str(int(i)) for i in ids)
+        await self.send(
+            f'<div id="removed" hx-swap-oob="true" data-ids="{numbers}" hidden></div>'
+            + self.counts_html()
+        )
 
     async def send_changed(self, why: str) -> None:
         # The list again, and a marker that makes the page fetch its open capture again.
-        await self.catch_up()
+        await self.send_list()
         await self.send(
             f'<div id="changed" hx-swap-oob="true" data-why="{escape(why)}" hidden></div>'
         )

@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import api, api_extra, detail_views, settings_views, views
+from . import api, api_extra, detail_views, page_views, settings_views, views
 from .converters import TokenConverter
 
 register_converter(TokenConverter, "token")
@@ -16,6 +16,7 @@ urlpatterns = [
     path("bins/", views.new_bin, name="new"),
     path("bins/<token:token>/", views.inspect, name="inspect"),
     path("bins/<token:token>/clear/", views.clear, name="clear"),
+    path("bins/<token:token>/name/", page_views.rename, name="rename"),
     path("bins/<token:token>/settings/", settings_views.bin_settings, name="settings"),
     path(
         "bins/<token:token>/settings/preview/",

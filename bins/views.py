@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
-from . import display, events
+from . import display, events, page_filters
 from .api import check_create_rate, find_capture
 from .capture import parse_token
 from .hosts import request_bases
@@ -57,12 +57,18 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def clear(request: HttpRequest, token: str) -> HttpResponse:
-    """Delete every capture of the bin (the page's Clear button)."""
+    """Delete every capture of the bin (the page's Clear button), once confirmed: the page
+    asks in a dialog; without script this answers with a page that asks."""
     bin_ = Bin.objects.filter(token=token).first()
     if bin_ is None:
         raise Http404("No bin with this token.")
+    if request.POST.get("confirm") != "yes":
+        context = {"bin": bin_, **page_filters.counts(bin_.id)}
+        return render(request, "bins/clear_confirm.html", context)
     bin_.delete_captures()
     announce_deleted(bin_.token, None)
+    if request.htmx:
+        return HttpResponse(status=204)  # the live stream empties the list
     return redirect(bin_.inspect_path())
 
 
@@ -88,11 +94,16 @@ def inspect(request: HttpRequest, token: str, capture_id: int | None = None) -> 
     detail = detail_context(selected)
     if request.htmx and request.htmx.target == "detail":
         return render(request, "bins/_detail.html", detail)
+    filters = page_filters.page_filters(request.GET)
     context = {
         "bin": bin_,
         "capture_url": bin_.capture_url(request_bases(request)),
-        "captures": list_rows(bin_.id, page_list_limit()),
+        "captures": list_rows(bin_.id, page_list_limit(), filters),
         "captures_per_bin": page_list_limit(),  # the page trims its list to this
+        "filters": filters,
+        "filter_query": page_filters.query(filters),
+        "filter_choices": page_filters.choices(filters),
+        "counts": page_filters.counts(bin_.id, bin_.last_seq),
         **detail,
     }
     return _remember(render(request, "bins/inspect.html", context), bin_)

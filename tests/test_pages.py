@@ -171,7 +171,13 @@ def test_clear_deletes_every_capture_of_the_bin(client, bin_):
     make_capture(bin_, b"x")
     other = Bin.objects.create()
     make_capture(other, b"y")
+    # Without script, Clear posts unconfirmed: a page asks first, and nothing is deleted yet.
     r = client.post(f"/bins/{bin_.token}/clear/")
+    assert r.status_code == 200
+    assert "Delete all 1 request in this bin?" in r.content.decode()
+    assert 'name="confirm" value="yes"' in r.content.decode()
+    assert bin_.captures.count() == 1
+    r = client.post(f"/bins/{bin_.token}/clear/", {"confirm": "yes"})
     assert r.status_code == 302
     assert not bin_.captures.exists() and other.captures.count() == 1
     assert client.get(f"/bins/{bin_.token}/clear/").status_code == 405
