@@ -252,3 +252,26 @@ def test_gzip_bodies_are_shown_decoded_and_bombs_are_cut(client, bin_):
         headers=[["content-type", "text/plain"], ["content-encoding", "gzip"]],
     )
     assert "does not decode: shown as sent" in detail(client, bin_, broken)
+
+
+def test_the_pages_export_links_download_the_bin(server):
+    """The Bins menu's Export HAR / Export JSON lines links lead to the bin's exports (a real
+    server: the exports stream)."""
+    import httpx
+
+    token = httpx.post(f"{server.base}/api/bins", json={}).json()["token"]
+    assert httpx.post(f"{server.base}/{token}/x", json={"a": 1}).status_code == 200
+    html = httpx.get(f"{server.base}/bins/{token}/").text
+    links = {
+        text: href
+        for href, text in re.findall(r'<a href="([^"]+)" download>(Export [^<]+)</a>', html)
+    }
+    assert set(links) == {"Export HAR", "Export JSON lines"}
+    har = httpx.get(server.base + links["Export HAR"])
+    assert har.status_code == 200 and "attachment" in har.headers["content-disposition"]
+    entries = har.json()["log"]["entries"]
+    assert [(e["request"]["method"], e["request"]["url"]) for e in entries] == [
+        ("POST", f"{server.base}/{token}/x")
+    ]
+    lines = httpx.get(server.base + links["Export JSON lines"]).content.splitlines()
+    assert [json.loads(line)["body_text"] for line in lines] == ['{"a":1}']
