@@ -756,3 +756,40 @@ def test_the_open_capture_reads_in_order_and_passes_axe_at_both_widths(servers):
             assert_clean(page)
     finally:
         target.server.shutdown()
+
+
+def test_a_send_whose_capture_is_deleted_meanwhile_says_so(servers):
+    """The page's Send while the capture is deleted elsewhere during the send (a real server,
+    a target that takes a second to answer): the target got it, and the pane says the
+    delivery is not kept, not a history that silently lacks it."""
+    import asyncio
+
+    server = servers()
+    slow = start_target()
+    slow.delay = 1.0
+    try:
+        token = httpx.post(f"{server.base}/api/bins").json()["token"]
+        assert httpx.post(f"{server.base}/{token}", content=b"x").status_code == 200
+
+        async def race() -> httpx.Response:
+            async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
+                page = await http.get(f"/bins/{token}/captures/1/")
+                csrf = re.search(r'"X-CSRFToken": "([^"]+)"', page.text).group(1)
+                send = asyncio.create_task(
+                    http.post(
+                        f"/bins/{token}/captures/1/resend/",
+                        data={"target_url": slow.url},
+                        headers={**HX, "X-CSRFToken": csrf, "Referer": server.base + "/"},
+                    )
+                )
+                await asyncio.sleep(0.5)  # the target has it and takes its time to answer
+                assert (await http.delete(f"/api/bins/{token}/captures/1")).status_code == 204
+                return await send
+
+        answer = asyncio.run(race())
+        assert answer.status_code == 200, answer.text
+        text = unescape(re.sub(r"\s+", " ", answer.text))
+        assert "Sent (status 200), but this request was deleted meanwhile" in text, text
+        assert len(slow.received) == 1
+    finally:
+        slow.server.shutdown()
