@@ -1,4 +1,4 @@
-"""The open capture's own actions: resend answers, "Send again" from the history, delete.
+"""The open capture's own actions: the resend form, "Send again" from the history, delete.
 
 Every answer to htmx is a small partial that says what happened, errors included (the page's
 htmx config swaps 4xx answers in; 5xx and network failures are shown by static/bins/detail.js).
@@ -11,18 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import hop
+from . import display, hop
 from .api import find_capture
 from .live import announce_deleted
 from .models import Bin, Capture, Delivery, text_to_wire
 from .outgoing import BadTarget
 from .ratelimit import RateLimited
 from .resend import resend_capture
-from .validation import Invalid
+from .validation import TOKEN, Invalid, header_problem
 from .views import deliveries_context
 
 GONE = (
@@ -85,6 +85,61 @@ async def send_and_answer(
     if retry_after:
         response["Retry-After"] = str(retry_after)
     return response
+
+
+@require_POST
+async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpResponse:
+    """The page's resend form: what the form shows is what is sent (see `form_edits`); answers
+    with the delivery history (htmx), or says why nothing was sent."""
+    capture = await database_sync_to_async(find_capture)(token, capture_id)
+    if capture is None:
+        return capture_gone(request, "#deliveries")
+    try:
+        edits = form_edits(request.POST, capture)
+    except Invalid as exc:
+        return await send_and_answer(request, capture, None, {}, refused=str(exc))
+    return await send_and_answer(request, capture, request.POST.get("target_url"), edits)
+
+
+def form_edits(form: QueryDict, capture: Capture) -> dict[str, object]:
+    """The resend form's fields as per-send changes (`resend.deliver`'s arguments). A field left
+    as the form showed it is no change, so an untouched form sends the capture byte for byte
+    as captured, though the form shows bytes that are not UTF-8 as \\xNN and line breaks as
+    the browser likes; and a header line left as it was keeps its exact bytes among edited ones.
+    A field the form did not send is no change either."""
+    edits: dict[str, object] = {}
+    method = form.get("method", capture.method).strip()
+    if method != capture.method:
+        if not TOKEN.fullmatch(method):
+            raise Invalid(f"Method {method!r} is not an HTTP method, e.g. POST")
+        edits["method"] = method
+    if "headers" in form:
+        shown = display.edit_headers(capture)
+        lines = []
+        for line in form["headers"].splitlines():
+            if line.strip():
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise Invalid(f"Header line {line!r} has no colon: write it as Name: value")
+                lines.append((name.strip(), value.strip()))
+        if lines != [(n, v) for n, v, _ in shown]:
+            exact = {(n, v): stored for n, v, stored in shown}
+            headers = []
+            for name, value in lines:
+                stored = exact.get((name, value))
+                if stored is None:
+                    problem = header_problem(name, value)
+                    if problem:
+                        raise Invalid(f"Header {problem}")
+                    stored = [name, value]
+                headers.append((text_to_wire(stored[0]), text_to_wire(stored[1])))
+            edits["headers"] = headers
+    original = display.editable_body(capture)
+    if "body" in form and original is not None and not display.same_lines(form["body"], original):
+        edits["body"] = display.with_line_breaks_of(form["body"], original).encode("utf-8")
+    if form.get("resign"):
+        edits["resign"] = True
+    return edits
 
 
 @require_POST

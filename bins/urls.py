@@ -26,7 +26,7 @@ urlpatterns = [
     path("bins/<token:token>/captures/<int:capture_id>/", views.inspect, name="capture"),
     path(
         "bins/<token:token>/captures/<int:capture_id>/resend/",
-        views.resend,
+        detail_views.resend,
         name="capture-resend",
     ),
     path(

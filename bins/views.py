@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from . import display, events, page_filters
-from .api import check_create_rate, find_capture
+from .api import check_create_rate
 from .capture import parse_token
 from .hosts import request_bases
 from .listing import list_rows
 from .live import announce_deleted, group_send_within
-from .models import Bin, Capture, page_list_limit, text_to_wire
+from .models import Bin, Capture, page_list_limit
 from .ratelimit import RateLimited
-from .validation import TOKEN, Invalid, header_problem
 
 LAST_BIN_COOKIE = "last_bin"
 COOKIE_AGE = 365 * 24 * 3600
@@ -151,63 +149,6 @@ def deliveries_context(
         "resend_error": message,
         "fresh": fresh,
     }
-
-
-@require_POST
-async def resend(request: HttpRequest, token: str, capture_id: int) -> HttpResponse:
-    """The page's resend form: what the form shows is what is sent (see `form_edits`); answers
-    with the delivery history (htmx), or says why nothing was sent."""
-    from .detail_views import capture_gone, send_and_answer  # detail_views imports this module
-
-    capture = await database_sync_to_async(find_capture)(token, capture_id)
-    if capture is None:
-        return capture_gone(request, "#deliveries")
-    try:
-        edits = form_edits(request.POST, capture)
-    except Invalid as exc:
-        return await send_and_answer(request, capture, None, {}, refused=str(exc))
-    return await send_and_answer(request, capture, request.POST.get("target_url"), edits)
-
-
-def form_edits(form: QueryDict, capture: Capture) -> dict[str, object]:
-    """The resend form's fields as per-send changes (`resend.deliver`'s arguments). A field left
-    as the form showed it is no change, so an untouched form sends the capture byte for byte
-    as captured, though the form shows bytes that are not UTF-8 as \\xNN and line breaks as
-    the browser likes; and a header line left as it was keeps its exact bytes among edited ones.
-    A field the form did not send is no change either."""
-    edits: dict[str, object] = {}
-    method = form.get("method", capture.method).strip()
-    if method != capture.method:
-        if not TOKEN.fullmatch(method):
-            raise Invalid(f"Method {method!r} is not an HTTP method, e.g. POST")
-        edits["method"] = method
-    if "headers" in form:
-        shown = display.edit_headers(capture)
-        lines = []
-        for line in form["headers"].splitlines():
-            if line.strip():
-                name, sep, value = line.partition(":")
-                if not sep:
-                    raise Invalid(f"Header line {line!r} has no colon: write it as Name: value")
-                lines.append((name.strip(), value.strip()))
-        if lines != [(n, v) for n, v, _ in shown]:
-            exact = {(n, v): stored for n, v, stored in shown}
-            headers = []
-            for name, value in lines:
-                stored = exact.get((name, value))
-                if stored is None:
-                    problem = header_problem(name, value)
-                    if problem:
-                        raise Invalid(f"Header {problem}")
-                    stored = [name, value]
-                headers.append((text_to_wire(stored[0]), text_to_wire(stored[1])))
-            edits["headers"] = headers
-    original = display.editable_body(capture)
-    if "body" in form and original is not None and not display.same_lines(form["body"], original):
-        edits["body"] = display.with_line_breaks_of(form["body"], original).encode("utf-8")
-    if form.get("resign"):
-        edits["resign"] = True
-    return edits
 
 
 @require_GET
