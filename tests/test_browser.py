@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from urllib.parse import quote
 
 import pytest
@@ -32,6 +31,7 @@ from .browser import (
     rows,
     send,
 )
+from .servers import raw_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,15 +136,6 @@ def test_captures_arrive_live_newest_first_and_open_in_the_detail_panel(server, 
     expect(page).to_have_url(f"{base}/bins/{token}/")
     expect(rows(page)).to_have_count(4)
     assert_clean(page)
-
-
-def raw_request(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def assert_no_markup_from_captures(page) -> None:

@@ -22,7 +22,7 @@ from django.test import Client
 from django.urls import reverse
 
 from bins import display, hop
-from bins.models import Bin, Capture, Delivery
+from bins.models import Bin, Delivery
 
 from .browser import (
     assert_clean,
@@ -34,6 +34,7 @@ from .browser import (
     send,
 )
 from .targets import start_target
+from .test_pages import make_capture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,19 +48,6 @@ def target():
     t = start_target()
     yield t
     t.server.shutdown()
-
-
-def make_capture(bin_, body=b"", content_type="", headers=None, **kw) -> Capture:
-    headers = headers if headers is not None else [["content-type", content_type]]
-    return Capture.objects.create(
-        bin=bin_,
-        method=kw.pop("method", "POST"),
-        body=body,
-        body_size=len(body),
-        content_type=content_type,
-        headers_json=json.dumps(headers),
-        **kw,
-    )
 
 
 def detail_html(client, capture) -> str:
