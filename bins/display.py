@@ -24,6 +24,7 @@ from django.db.models import BinaryField, IntegerField
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
 
+from . import snippets
 from .models import Capture, Delivery, display_pairs, display_text
 from .outgoing import NOT_FORWARDED
 
@@ -370,10 +371,7 @@ def delivery_rows(capture: Capture, limit: int = DELIVERIES_SHOWN) -> tuple[list
 def snippet_links(capture: Capture) -> list[tuple[str, str, str]]:
     """(kind, name, URL) of the open capture's copy-as commands (the API's snippet endpoint)."""
     args = [capture.bin.token, capture.seq]
-    links = []
-    for kind, name in SNIPPETS:
-        links.append((kind, name, reverse("bins:api-capture-snippet", args=[*args, kind])))
-    return links
-
-
-SNIPPETS = [("curl", "cURL"), ("httpie", "HTTPie"), ("python", "Python"), ("fetch", "fetch")]
+    return [
+        (kind, name, reverse("bins:api-capture-snippet", args=[*args, kind]))
+        for kind, name in snippets.NAMES.items()
+    ]

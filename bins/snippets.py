@@ -33,7 +33,9 @@ from urllib.parse import urlsplit
 from . import hop, outgoing
 from .models import text_to_wire, wire_to_text
 
-KINDS = ("curl", "httpie", "python", "fetch")
+# Each kind of snippet and its name on the page's "Copy as" buttons.
+NAMES = {"curl": "cURL", "httpie": "HTTPie", "python": "Python", "fetch": "fetch"}
+KINDS = tuple(NAMES)
 # Larger bodies are read from the capture's /raw URL when the snippet runs.
 INLINE_BODY_BYTES = 1024 * 1024
 # Plain text up to this size goes on the command line as one argument (Linux takes up to 128 KiB

@@ -52,14 +52,6 @@ def size(value: int) -> str:
 
 
 @register.filter
-def request_target(c: Any) -> str:
-    """A capture's path and query string as the list shows them (from a row or its JSON)."""
-    path = c["path"] if isinstance(c, dict) else c.path
-    query = c["query_string"] if isinstance(c, dict) else c.query_string
-    return (path or "/") + (f"?{query}" if query else "")
-
-
-@register.filter
 def shown_target(c: Any) -> str:
     """A capture's path decoded as the open capture shows it (`display.decoded_path`, the one
     place that decodes), then its query string as sent (from a list row, its JSON, or a
