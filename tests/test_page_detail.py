@@ -21,7 +21,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from bins import display, hop
+from bins import display, hop, snippets
 from bins.models import Bin, Delivery
 
 from .browser import (
@@ -573,7 +573,7 @@ def test_copy_as_writes_the_command_to_the_clipboard(servers):
         detail = open_capture(page)
         status = detail.locator(".copy-status")
         expect(status).to_have_attribute("role", "status")
-        for kind, name in display.SNIPPETS:
+        for kind, name in snippets.NAMES.items():
             detail.get_by_role("button", name=f"Copy as {name}", exact=True).click()
             expect(status).to_have_text(f"Copied the {name} command.")
             expected = httpx.get(
